@@ -1,0 +1,282 @@
+import { DurableObject } from "cloudflare:workers";
+import {
+  type GatewayMessage,
+  type JobSpec,
+  type LeaseRef,
+  type ResultMessage,
+  type RunnerMessage,
+  RunnerMessage as RunnerMessageSchema,
+} from "@otter-edge/shared";
+import { type Env, intSetting } from "../env.js";
+import { JobQueue, type JobRow } from "./queue.js";
+import { recordFailed, recordGrade, recordLeased, recordRequeued } from "./record.js";
+
+/** What the Dispatcher remembers about a runner's socket; kept on the socket so it survives hibernation. */
+interface Session {
+  sessionId: string;
+  runner: string;
+  /** Jobs the runner is willing to hold at once; 0 until it says hello, and when draining. */
+  capacity: number;
+  otterVersions: string[];
+}
+
+const BACKOFF_BASE_MS = 2_000;
+const BACKOFF_MAX_MS = 60_000;
+
+/**
+ * The queue of grading jobs and the leases given to runners. Jobs live in this object's SQLite
+ * storage, so a restart loses nothing; runners hold hibernatable WebSockets.
+ *
+ * Invariants kept here: a job is leased to at most one runner at a time; every result names the
+ * lease token it was given, and a result whose token is not the job's current one is refused; a
+ * lease that expires or whose runner disconnects goes back to the queue.
+ */
+export class Dispatcher extends DurableObject<Env> {
+  private readonly queue: JobQueue;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.queue = new JobQueue(ctx.storage.sql);
+  }
+
+  private get leaseTtlMs() {
+    return intSetting(this.env.LEASE_TTL_MS, 60_000);
+  }
+  private get heartbeatMs() {
+    return intSetting(this.env.HEARTBEAT_MS, 10_000);
+  }
+  private get maxAttempts() {
+    return intSetting(this.env.MAX_ATTEMPTS, 5);
+  }
+
+  // ---- RPC from the Worker ---------------------------------------------------------------------
+
+  /** Adds a job (idempotent by submission id) and hands it out if a runner has room. */
+  async enqueue(job: JobSpec, priority = 0): Promise<void> {
+    this.queue.add(job, priority, Date.now());
+    await this.dispatch();
+  }
+
+  /** Queue depth and runners, for staff and tests. */
+  async stats() {
+    return {
+      ...this.queue.counts(),
+      runners: this.sessions().map(({ session }) => ({
+        runner: session.runner,
+        capacity: session.capacity,
+        holding: this.queue.heldBy(session.sessionId),
+      })),
+    };
+  }
+
+  // ---- runner sockets ---------------------------------------------------------------------------
+
+  /** The Worker forwards an authenticated upgrade request here, with the runner's name in a header. */
+  override async fetch(request: Request): Promise<Response> {
+    const runner = request.headers.get("x-otter-runner");
+    if (request.headers.get("upgrade")?.toLowerCase() !== "websocket" || !runner) {
+      return Response.json({ error: "websocket_expected", message: "Connect with a WebSocket upgrade." }, { status: 426 });
+    }
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server);
+    const session: Session = { sessionId: crypto.randomUUID(), runner, capacity: 0, otterVersions: [] };
+    server.serializeAttachment(session);
+    log("info", "runner connected", { runner, session: session.sessionId });
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  override async webSocketMessage(ws: WebSocket, data: string | ArrayBuffer): Promise<void> {
+    const session = ws.deserializeAttachment() as Session;
+    let message: RunnerMessage;
+    try {
+      message = RunnerMessageSchema.parse(JSON.parse(typeof data === "string" ? data : new TextDecoder().decode(data)));
+    } catch (err) {
+      log("warn", "bad runner message", { runner: session.runner, error: String(err).slice(0, 500) });
+      send(ws, { type: "error", error: "bad_message", message: "The message does not match the otter-edge runner protocol." });
+      return;
+    }
+    switch (message.type) {
+      case "hello": {
+        session.capacity = message.capacity;
+        session.otterVersions = message.otterVersions;
+        ws.serializeAttachment(session);
+        const dropped = this.adoptLeases(session, message.holding);
+        send(ws, { type: "welcome", heartbeatMs: this.heartbeatMs, leaseTtlMs: this.leaseTtlMs, dropped });
+        break;
+      }
+      case "ready":
+        session.capacity = message.capacity;
+        ws.serializeAttachment(session);
+        break;
+      case "heartbeat":
+        for (const lease of message.holding) {
+          if (!this.queue.extend(lease, session.sessionId, Date.now() + this.leaseTtlMs)) {
+            send(ws, { type: "revoke", lease, reason: "This lease is no longer yours (it expired or the job was regraded)." });
+          }
+        }
+        break;
+      case "release": {
+        const job = this.queue.get(message.lease.jobId);
+        if (job && job.lease_token === message.lease.token) {
+          this.queue.release(job.id, { refundAttempt: true, notBefore: Date.now() });
+          this.ctx.waitUntil(this.logged(recordRequeued(this.env.DB, job.id, `handed back by runner ${session.runner}: ${message.reason}`)));
+        }
+        break;
+      }
+      case "result":
+        await this.onResult(ws, session, message);
+        break;
+    }
+    await this.dispatch();
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    await this.onDisconnect(ws, `runner disconnected (${code}${reason ? `: ${reason}` : ""})`);
+    try {
+      ws.close(code, reason);
+    } catch {
+      // already closed
+    }
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    await this.onDisconnect(ws, `runner socket error: ${String(error)}`);
+  }
+
+  /** Expires leases whose runner went quiet, and wakes jobs whose retry backoff is over. */
+  override async alarm(): Promise<void> {
+    const now = Date.now();
+    for (const job of this.queue.expired(now)) {
+      this.revokeOnSocket(job, "The lease expired without a heartbeat.");
+      await this.requeue(job, `lease expired on runner ${job.lease_runner} (no heartbeat)`, now);
+    }
+    await this.dispatch();
+  }
+
+  // ---- internals --------------------------------------------------------------------------------
+
+  private sessions(except?: WebSocket): Array<{ ws: WebSocket; session: Session }> {
+    return this.ctx
+      .getWebSockets()
+      .filter((ws) => ws !== except && ws.readyState === WebSocket.OPEN)
+      .map((ws) => ({ ws, session: ws.deserializeAttachment() as Session }))
+      .filter(({ session }) => session?.sessionId);
+  }
+
+  /** After a reconnect, the runner keeps the leases that are still its own; the rest it must drop. */
+  private adoptLeases(session: Session, holding: LeaseRef[]): LeaseRef[] {
+    const dropped: LeaseRef[] = [];
+    for (const lease of holding) {
+      if (!this.queue.adopt(lease, session.sessionId, Date.now() + this.leaseTtlMs)) dropped.push(lease);
+    }
+    return dropped;
+  }
+
+  private async onResult(ws: WebSocket, session: Session, message: ResultMessage): Promise<void> {
+    const { lease, outcome } = message;
+    const job = this.queue.get(lease.jobId);
+    if (!job || job.lease_token !== lease.token) {
+      log("warn", "stale result refused", { runner: session.runner, jobId: lease.jobId });
+      send(ws, { type: "ack", lease, accepted: false, reason: "stale_lease" });
+      return;
+    }
+    if (outcome.kind === "infrastructure_error") {
+      await this.requeue(job, `infrastructure error on runner ${session.runner}: ${outcome.message}`, Date.now());
+      send(ws, { type: "ack", lease, accepted: true });
+      return;
+    }
+    let recorded: boolean;
+    try {
+      recorded = await recordGrade(this.env.DB, job.id, lease.token, session.runner, outcome.grade);
+    } catch (err) {
+      // D1 unreachable: the grade is not kept, so the job is graded again rather than lost.
+      log("error", "recording grade failed", { jobId: job.id, error: String(err) });
+      await this.requeue(job, `recording the grade failed: ${String(err)}`, Date.now());
+      send(ws, { type: "ack", lease, accepted: false, reason: "record_failed" });
+      return;
+    }
+    // Whether this attempt's grade was recorded or an earlier one was, the job is finished.
+    const current = this.queue.get(job.id);
+    if (current && current.lease_token && current.lease_token !== lease.token) this.revokeOnSocket(current, "The job was graded by another attempt.");
+    this.queue.remove(job.id);
+    log("info", "result", { runner: session.runner, jobId: job.id, attempt: job.attempts, recorded, verdict: outcome.grade.verdict, score: outcome.grade.score });
+    send(ws, { type: "ack", lease, accepted: recorded, ...(recorded ? {} : { reason: "already_final" }) });
+  }
+
+  private async onDisconnect(ws: WebSocket, reason: string): Promise<void> {
+    const session = ws.deserializeAttachment() as Session | null;
+    if (!session?.sessionId) return;
+    log("info", "runner disconnected", { runner: session.runner, session: session.sessionId });
+    const now = Date.now();
+    for (const job of this.queue.leasedTo(session.sessionId)) await this.requeue(job, reason, now);
+    await this.dispatch(ws);
+  }
+
+  /** Puts a job back in the queue, or fails it for good once it has used all its attempts. */
+  private async requeue(job: JobRow, reason: string, now: number): Promise<void> {
+    if (job.attempts >= this.maxAttempts) {
+      this.queue.remove(job.id);
+      const why = `Grading failed ${job.attempts} times for reasons outside the notebook; last: ${reason}`;
+      log("error", "job failed", { jobId: job.id, reason });
+      await this.logged(recordFailed(this.env.DB, job.id, why));
+      return;
+    }
+    // Back off with jitter so a broken node or engine does not spin on the same job.
+    const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, job.attempts - 1));
+    const notBefore = now + Math.round(backoff * (0.5 + Math.random() / 2));
+    this.queue.release(job.id, { refundAttempt: false, notBefore });
+    log("warn", "job requeued", { jobId: job.id, attempt: job.attempts, reason });
+    this.ctx.waitUntil(this.logged(recordRequeued(this.env.DB, job.id, reason)));
+  }
+
+  private revokeOnSocket(job: JobRow, reason: string): void {
+    if (!job.lease_token || !job.lease_session) return;
+    for (const { ws, session } of this.sessions()) {
+      if (session.sessionId === job.lease_session) send(ws, { type: "revoke", lease: { jobId: job.id, token: job.lease_token }, reason });
+    }
+  }
+
+  /** Hands pending jobs to runners with free slots, then sets the alarm for the next deadline. */
+  private async dispatch(except?: WebSocket): Promise<void> {
+    const now = Date.now();
+    for (const { ws, session } of this.sessions(except)) {
+      const free = session.capacity - this.queue.heldBy(session.sessionId);
+      if (free <= 0) continue;
+      for (const job of this.queue.pending(now, free, session.otterVersions)) {
+        const token = crypto.randomUUID();
+        const spec = JSON.parse(job.spec) as JobSpec;
+        const deadline = now + this.leaseTtlMs;
+        // A lease can be extended by heartbeats, but never past the grading time limit plus slack.
+        const hardDeadline = now + spec.timeoutMs + 2 * this.leaseTtlMs;
+        const attempt = this.queue.lease(job.id, { token, sessionId: session.sessionId, runner: session.runner, deadline, hardDeadline });
+        send(ws, { type: "lease", lease: { jobId: job.id, token }, attempt, deadline, job: spec });
+        this.ctx.waitUntil(this.logged(recordLeased(this.env.DB, job.id, attempt, session.runner)));
+      }
+    }
+    const next = this.queue.nextWakeup(now);
+    if (next !== null) {
+      const current = await this.ctx.storage.getAlarm();
+      if (current === null || current > next) await this.ctx.storage.setAlarm(next);
+    }
+  }
+
+  private async logged(write: Promise<unknown>): Promise<void> {
+    try {
+      await write;
+    } catch (err) {
+      log("error", "D1 write failed", { error: String(err) });
+    }
+  }
+}
+
+function send(ws: WebSocket, message: GatewayMessage): void {
+  try {
+    ws.send(JSON.stringify(message));
+  } catch (err) {
+    log("warn", "send to runner failed", { error: String(err) });
+  }
+}
+
+function log(level: "info" | "warn" | "error", msg: string, fields: Record<string, unknown>): void {
+  console[level === "info" ? "log" : level](JSON.stringify({ level, msg, component: "dispatcher", ...fields }));
+}

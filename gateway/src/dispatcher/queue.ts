@@ -1,0 +1,163 @@
+import type { JobSpec, LeaseRef } from "@otter-edge/shared";
+
+export interface JobRow {
+  id: string;
+  spec: string;
+  otter_version: string;
+  priority: number;
+  enqueued_at: number;
+  not_before: number;
+  attempts: number;
+  lease_token: string | null;
+  lease_session: string | null;
+  lease_runner: string | null;
+  lease_deadline: number | null;
+  lease_hard_deadline: number | null;
+  [key: string]: SqlStorageValue;
+}
+
+/**
+ * The Dispatcher's job table, in the Durable Object's own SQLite storage. Synchronous by design:
+ * each method is one indivisible step of the Dispatcher, with no await in the middle.
+ */
+export class JobQueue {
+  constructor(private readonly sql: SqlStorage) {
+    sql.exec(`
+      CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        otter_version TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        enqueued_at INTEGER NOT NULL,
+        not_before INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_token TEXT,
+        lease_session TEXT,
+        lease_runner TEXT,
+        lease_deadline INTEGER,
+        lease_hard_deadline INTEGER
+      );
+      CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (priority DESC, enqueued_at) WHERE lease_token IS NULL;
+      CREATE INDEX IF NOT EXISTS jobs_by_session ON jobs (lease_session) WHERE lease_token IS NOT NULL;
+    `);
+  }
+
+  add(job: JobSpec, priority: number, now: number): void {
+    this.sql.exec(
+      "INSERT OR IGNORE INTO jobs (id, spec, otter_version, priority, enqueued_at) VALUES (?, ?, ?, ?, ?)",
+      job.submissionId,
+      JSON.stringify(job),
+      job.autograder.otterVersion,
+      priority,
+      now,
+    );
+  }
+
+  get(id: string): JobRow | undefined {
+    return this.sql.exec<JobRow>("SELECT * FROM jobs WHERE id = ?", id).toArray()[0];
+  }
+
+  remove(id: string): void {
+    this.sql.exec("DELETE FROM jobs WHERE id = ?", id);
+  }
+
+  /** Jobs ready to lease, best first, that a runner with these otter-grader versions can grade. */
+  pending(now: number, limit: number, otterVersions: string[]): JobRow[] {
+    return this.sql
+      .exec<JobRow>(
+        `SELECT * FROM jobs WHERE lease_token IS NULL AND not_before <= ?
+           AND otter_version IN (SELECT value FROM json_each(?))
+         ORDER BY priority DESC, enqueued_at LIMIT ?`,
+        now,
+        JSON.stringify(otterVersions),
+        limit,
+      )
+      .toArray();
+  }
+
+  /** Leases a job and returns its attempt number. */
+  lease(id: string, l: { token: string; sessionId: string; runner: string; deadline: number; hardDeadline: number }): number {
+    const row = this.sql
+      .exec<{ attempts: number }>(
+        `UPDATE jobs SET lease_token = ?, lease_session = ?, lease_runner = ?, lease_deadline = ?, lease_hard_deadline = ?,
+           attempts = attempts + 1 WHERE id = ? RETURNING attempts`,
+        l.token,
+        l.sessionId,
+        l.runner,
+        l.deadline,
+        l.hardDeadline,
+        id,
+      )
+      .one();
+    return row.attempts;
+  }
+
+  /** Extends a lease held by this session; false when the lease is not (or no longer) this session's. */
+  extend(lease: LeaseRef, sessionId: string, deadline: number): boolean {
+    const cursor = this.sql.exec(
+      "UPDATE jobs SET lease_deadline = MIN(?, lease_hard_deadline) WHERE id = ? AND lease_token = ? AND lease_session = ?",
+      deadline,
+      lease.jobId,
+      lease.token,
+      sessionId,
+    );
+    return cursor.rowsWritten > 0;
+  }
+
+  /** A reconnecting runner takes back a lease that is still valid (same token); false when it is gone. */
+  adopt(lease: LeaseRef, sessionId: string, deadline: number): boolean {
+    const cursor = this.sql.exec(
+      "UPDATE jobs SET lease_session = ?, lease_deadline = MIN(?, lease_hard_deadline) WHERE id = ? AND lease_token = ?",
+      sessionId,
+      deadline,
+      lease.jobId,
+      lease.token,
+    );
+    return cursor.rowsWritten > 0;
+  }
+
+  /** Takes the lease away; the job is pending again from `notBefore`. */
+  release(id: string, opts: { refundAttempt: boolean; notBefore: number }): void {
+    this.sql.exec(
+      `UPDATE jobs SET lease_token = NULL, lease_session = NULL, lease_runner = NULL, lease_deadline = NULL,
+         lease_hard_deadline = NULL, not_before = ?, attempts = attempts - ? WHERE id = ?`,
+      opts.notBefore,
+      opts.refundAttempt ? 1 : 0,
+      id,
+    );
+  }
+
+  leasedTo(sessionId: string): JobRow[] {
+    return this.sql.exec<JobRow>("SELECT * FROM jobs WHERE lease_token IS NOT NULL AND lease_session = ?", sessionId).toArray();
+  }
+
+  heldBy(sessionId: string): number {
+    return this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM jobs WHERE lease_token IS NOT NULL AND lease_session = ?", sessionId).one().n;
+  }
+
+  expired(now: number): JobRow[] {
+    return this.sql.exec<JobRow>("SELECT * FROM jobs WHERE lease_token IS NOT NULL AND lease_deadline <= ?", now).toArray();
+  }
+
+  /** When the Dispatcher must next look: the earliest lease deadline or end of a retry backoff. */
+  nextWakeup(now: number): number | null {
+    const row = this.sql
+      .exec<{ t: number | null }>(
+        `SELECT MIN(t) AS t FROM (
+           SELECT MIN(lease_deadline) AS t FROM jobs WHERE lease_token IS NOT NULL
+           UNION ALL SELECT MIN(not_before) FROM jobs WHERE lease_token IS NULL AND not_before > ?)`,
+        now,
+      )
+      .one();
+    return row.t ?? null;
+  }
+
+  counts(): { pending: number; leased: number; oldestEnqueuedAt: number | null } {
+    return this.sql
+      .exec<{ pending: number; leased: number; oldestEnqueuedAt: number | null }>(
+        `SELECT COALESCE(SUM(lease_token IS NULL), 0) AS pending, COALESCE(SUM(lease_token IS NOT NULL), 0) AS leased,
+           MIN(enqueued_at) AS oldestEnqueuedAt FROM jobs`,
+      )
+      .one();
+  }
+}

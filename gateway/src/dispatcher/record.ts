@@ -1,0 +1,68 @@
+import type { Grade } from "@otter-edge/shared";
+import { nowIso } from "../db/client.js";
+
+/**
+ * The Dispatcher's writes to D1. Every update is guarded by the submission's current status, so a
+ * late or repeated write can never move a submission backwards or record a second grade.
+ */
+
+export async function recordLeased(db: D1Database, id: string, attempt: number, runner: string): Promise<void> {
+  const at = nowIso();
+  await db.batch([
+    db
+      .prepare("UPDATE submissions SET status = 'leased', attempts = ?2, runner = ?3, leased_at = ?4, updated_at = ?4 WHERE id = ?1 AND status IN ('queued', 'leased')")
+      .bind(id, attempt, runner, at),
+    db.prepare("INSERT INTO submission_events (submission_id, at, state, detail) VALUES (?1, ?2, 'leased', ?3)").bind(id, at, `attempt ${attempt} on runner ${runner}`),
+  ]);
+}
+
+export async function recordRequeued(db: D1Database, id: string, reason: string): Promise<void> {
+  const at = nowIso();
+  await db.batch([
+    db.prepare("UPDATE submissions SET status = 'queued', updated_at = ?2 WHERE id = ?1 AND status IN ('queued', 'leased')").bind(id, at),
+    db.prepare("INSERT INTO submission_events (submission_id, at, state, detail) VALUES (?1, ?2, 'requeued', ?3)").bind(id, at, reason),
+  ]);
+}
+
+export async function recordFailed(db: D1Database, id: string, reason: string): Promise<void> {
+  const at = nowIso();
+  await db.batch([
+    db
+      .prepare("UPDATE submissions SET status = 'failed', message = ?2, finished_at = ?3, updated_at = ?3 WHERE id = ?1 AND status IN ('queued', 'leased')")
+      .bind(id, reason, at),
+    db.prepare("INSERT INTO submission_events (submission_id, at, state, detail) VALUES (?1, ?2, 'failed', ?3)").bind(id, at, reason),
+  ]);
+}
+
+/**
+ * Records the grade of one attempt, in one D1 transaction. Returns false when the submission was
+ * already final (graded by another attempt, or failed): then nothing is written.
+ */
+export async function recordGrade(db: D1Database, id: string, token: string, runner: string, grade: Grade): Promise<boolean> {
+  const at = nowIso();
+  const [update] = await db.batch([
+    db
+      .prepare(
+        `UPDATE submissions SET status = 'graded', graded_token = ?2, runner = ?3, verdict = ?4, score = ?5, points = ?6,
+           max_points = ?7, message = ?8, finished_at = ?9, updated_at = ?9
+         WHERE id = ?1 AND status IN ('queued', 'leased')`,
+      )
+      .bind(id, token, runner, grade.verdict, grade.score, grade.points, grade.maxPoints, grade.message, at),
+    // Test rows and the event are written only when the update above took this attempt's token.
+    db
+      .prepare(
+        `INSERT OR REPLACE INTO test_results (submission_id, name, score, max_score, visibility, output)
+         SELECT ?1, t.value ->> '$.name', t.value ->> '$.score', t.value ->> '$.maxScore', t.value ->> '$.visibility', t.value ->> '$.output'
+         FROM json_each(?2) AS t
+         WHERE (SELECT graded_token FROM submissions WHERE id = ?1) = ?3`,
+      )
+      .bind(id, JSON.stringify(grade.tests), token),
+    db
+      .prepare(
+        `INSERT INTO submission_events (submission_id, at, state, detail)
+         SELECT ?1, ?2, 'graded', ?3 WHERE (SELECT graded_token FROM submissions WHERE id = ?1) = ?4`,
+      )
+      .bind(id, at, `${grade.verdict}: ${grade.points}/${grade.maxPoints} (score ${grade.score}) on runner ${runner}`, token),
+  ]);
+  return (update?.meta.changes ?? 0) > 0;
+}

@@ -1,0 +1,30 @@
+import { Hono } from "hono";
+import type { AppEnv } from "./auth/authenticate.js";
+import { ApiError, errorResponse, internalErrorResponse } from "./errors.js";
+import { adminRoutes } from "./routes/admin.js";
+import { runnerRoutes } from "./routes/runner.js";
+import { submissionRoutes } from "./routes/submissions.js";
+
+export { Dispatcher } from "./dispatcher/dispatcher.js";
+
+/** The path the JupyterHub proxy forwards to this service (`c.JupyterHub.services` entry `otter_grade`). */
+const HUB_SERVICE_PREFIX = "/services/otter_grade";
+
+const app = new Hono<AppEnv>();
+
+app.onError((err, c) => (err instanceof ApiError ? errorResponse(c, err) : internalErrorResponse(c, err)));
+app.notFound((c) => errorResponse(c, new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}.`)));
+
+app.get("/healthz", (c) => c.json({ ok: true }));
+
+// What the Submit buttons post today: `{"nb": ...}` to the hub service's root.
+const legacy = submissionRoutes(HUB_SERVICE_PREFIX);
+app.post(HUB_SERVICE_PREFIX, ...legacy.submit);
+app.post(`${HUB_SERVICE_PREFIX}/`, ...legacy.submit);
+app.route(HUB_SERVICE_PREFIX, legacy.app);
+
+app.route("/", submissionRoutes("").app);
+app.route("/runner/v1", runnerRoutes);
+app.route("/api/v1/admin", adminRoutes);
+
+export default app;

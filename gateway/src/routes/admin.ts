@@ -1,0 +1,46 @@
+import { Hono } from "hono";
+import { requireAdmin } from "../auth/service-tokens.js";
+import { inspectAutograder, sha256Hex } from "../autograder.js";
+import { CourseConfig, loadCourseConfig } from "../course-config.js";
+import { database, nowIso } from "../db/client.js";
+import { assignments } from "../db/schema.js";
+import { dispatcherFor } from "../dispatcher/stub.js";
+import type { Env } from "../env.js";
+import { ApiError } from "../errors.js";
+
+/** Operator and staff administration. Everything here takes the admin token. */
+export const adminRoutes = new Hono<{ Bindings: Env }>();
+
+adminRoutes.use("*", requireAdmin);
+
+adminRoutes.put("/config", async (c) => {
+  const parsed = CourseConfig.safeParse(await c.req.json().catch(() => undefined));
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new ApiError(400, "invalid_course_config", `Course config: ${issue?.path.join(".") || "body"}: ${issue?.message}.`);
+  }
+  return c.json(await loadCourseConfig(c.env.DB, parsed.data));
+});
+
+const MAX_AUTOGRADER_BYTES = 50 * 1024 * 1024;
+
+adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
+  const zip = new Uint8Array(await c.req.arrayBuffer());
+  if (zip.byteLength === 0) throw new ApiError(400, "empty_upload", "Send the autograder.zip as the request body.");
+  if (zip.byteLength > MAX_AUTOGRADER_BYTES) throw new ApiError(413, "payload_too_large", "An autograder.zip may be at most 50 MB.");
+  const { otterVersion } = inspectAutograder(zip);
+  const timeoutSeconds = Number(c.req.query("timeout_seconds") ?? 600);
+  if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 10 || timeoutSeconds > 3600) {
+    throw new ApiError(400, "invalid_timeout", "timeout_seconds must be a whole number from 10 to 3600.");
+  }
+  const sha256 = await sha256Hex(zip);
+  await c.env.BLOBS.put(`autograders/${sha256}`, zip, { httpMetadata: { contentType: "application/zip" } });
+  const row = { course: c.req.param("course"), assignment: c.req.param("assignment"), autograderSha256: sha256, otterVersion, timeoutSeconds, updatedAt: nowIso() };
+  await database(c.env.DB)
+    .insert(assignments)
+    .values(row)
+    .onConflictDoUpdate({ target: [assignments.course, assignments.assignment], set: { autograderSha256: sha256, otterVersion, timeoutSeconds, updatedAt: row.updatedAt } });
+  return c.json({ course: row.course, assignment: row.assignment, sha256, otter_version: otterVersion, timeout_seconds: timeoutSeconds });
+});
+
+adminRoutes.get("/stats", async (c) => c.json(await dispatcherFor(c.env).stats()));

@@ -1,0 +1,31 @@
+import { Hono } from "hono";
+import { type RunnerEnv, requireRunner } from "../auth/service-tokens.js";
+import { dispatcherFor } from "../dispatcher/stub.js";
+import { ApiError } from "../errors.js";
+
+/** What runners call: the job socket and the blobs a job needs. Every route takes a runner token. */
+export const runnerRoutes = new Hono<RunnerEnv>();
+
+runnerRoutes.use("*", requireRunner);
+
+runnerRoutes.get("/connect", async (c) => {
+  if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+    throw new ApiError(426, "websocket_expected", "Connect to this endpoint with a WebSocket upgrade.");
+  }
+  // The Dispatcher trusts this header only because nothing but this Worker can reach it.
+  const headers = new Headers(c.req.raw.headers);
+  headers.set("x-otter-runner", c.get("runner"));
+  return dispatcherFor(c.env).fetch(new Request(c.req.url, { headers }));
+});
+
+const SHA256 = /^[0-9a-f]{64}$/;
+
+for (const kind of ["notebooks", "autograders"] as const) {
+  runnerRoutes.get(`/${kind}/:sha256`, async (c) => {
+    const sha = c.req.param("sha256");
+    if (!SHA256.test(sha)) throw new ApiError(400, "invalid_sha256", "Blobs are named by their lowercase hex SHA-256.");
+    const blob = await c.env.BLOBS.get(`${kind}/${sha}`);
+    if (!blob) throw new ApiError(404, "blob_not_found", `No ${kind.slice(0, -1)} ${sha}.`);
+    return new Response(blob.body, { headers: { "content-type": "application/octet-stream", "content-length": String(blob.size) } });
+  });
+}

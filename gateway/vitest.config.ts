@@ -1,0 +1,27 @@
+import { fileURLToPath } from "node:url";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
+import { defineProject } from "vitest/config";
+
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+
+export default defineProject({
+  plugins: [
+    cloudflareTest(async () => ({
+      wrangler: { configPath: here("../wrangler.toml") },
+      miniflare: {
+        bindings: {
+          TEST_MIGRATIONS: await readD1Migrations(here("./migrations")),
+          DEV_USER_TOKENS: "alice:alice-token,bob:bob-token",
+          RUNNER_TOKENS: "runner-a:runner-a-token,runner-b:runner-b-token",
+          ADMIN_TOKEN: "admin-token",
+          MAX_SUBMISSION_BYTES: "200000",
+        },
+      },
+    })),
+  ],
+  test: {
+    name: "gateway",
+    include: ["test/**/*.test.ts"],
+    setupFiles: ["./test/apply-migrations.ts"],
+  },
+});

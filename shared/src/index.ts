@@ -1,0 +1,3 @@
+export * from "./notebook.js";
+export * from "./protocol.js";
+export * from "./grades.js";

@@ -1,0 +1,100 @@
+import { z } from "zod";
+import { Grade } from "./grades.js";
+
+/** Bumped when a message changes incompatibly; the gateway refuses runners that speak another version. */
+export const PROTOCOL_VERSION = 1;
+
+const JobId = z.string().min(1).max(64);
+const LeaseToken = z.string().min(16).max(64);
+const Sha256 = z.string().regex(/^[0-9a-f]{64}$/);
+
+/** A lease names the job and the attempt it belongs to; every report about the job must repeat both. */
+export const LeaseRef = z.object({ jobId: JobId, token: LeaseToken });
+export type LeaseRef = z.infer<typeof LeaseRef>;
+
+// ---- runner → gateway -------------------------------------------------------------------------
+
+export const HelloMessage = z.object({
+  type: z.literal("hello"),
+  protocol: z.literal(PROTOCOL_VERSION),
+  runner: z.string().min(1).max(100),
+  capacity: z.number().int().min(0).max(256),
+  otterVersions: z.array(z.string().max(40)).max(20),
+  /** Leases the runner still holds after a reconnect; the gateway keeps those that are still valid. */
+  holding: z.array(LeaseRef).max(256).default([]),
+});
+
+/**
+ * "I am willing to hold `capacity` jobs at once now." The gateway counts the leases it gave the runner
+ * itself, so a lease and a ready that cross on the wire never overfill the runner. 0 means draining.
+ */
+export const ReadyMessage = z.object({ type: z.literal("ready"), capacity: z.number().int().min(0).max(256) });
+
+/** The runner gives a lease back unworked (shutting down); the job is queued again at once. */
+export const ReleaseMessage = z.object({ type: z.literal("release"), lease: LeaseRef, reason: z.string().max(500) });
+
+/** Extends the leases the runner is still working on. */
+export const HeartbeatMessage = z.object({ type: z.literal("heartbeat"), holding: z.array(LeaseRef).max(256) });
+
+/** The grade of a job, or why the runner could not produce one. */
+export const ResultMessage = z.object({
+  type: z.literal("result"),
+  lease: LeaseRef,
+  outcome: z.discriminatedUnion("kind", [
+    z.object({ kind: z.literal("graded"), grade: Grade, timings: z.record(z.string(), z.number()).default({}) }),
+    /** Not the student's fault (engine down, image missing, fetch failed): the job is retried, never graded 0. */
+    z.object({ kind: z.literal("infrastructure_error"), message: z.string().max(2_000) }),
+  ]),
+});
+
+export const RunnerMessage = z.discriminatedUnion("type", [HelloMessage, ReadyMessage, HeartbeatMessage, ResultMessage, ReleaseMessage]);
+export type RunnerMessage = z.infer<typeof RunnerMessage>;
+export type ResultMessage = z.infer<typeof ResultMessage>;
+export type HelloMessage = z.infer<typeof HelloMessage>;
+
+// ---- gateway → runner -------------------------------------------------------------------------
+
+export const WelcomeMessage = z.object({
+  type: z.literal("welcome"),
+  heartbeatMs: z.number().int().positive(),
+  leaseTtlMs: z.number().int().positive(),
+  /** Of the leases the runner said it holds, those it must drop (expired or already regraded elsewhere). */
+  dropped: z.array(LeaseRef).default([]),
+});
+
+export const JobSpec = z.object({
+  submissionId: JobId,
+  course: z.string(),
+  section: z.string(),
+  assignment: z.string(),
+  notebook: z.object({ sha256: Sha256, bytes: z.number().int().nonnegative() }),
+  autograder: z.object({ sha256: Sha256, otterVersion: z.string() }),
+  /** Wall-clock limit the runner enforces on the grading container. */
+  timeoutMs: z.number().int().positive(),
+});
+export type JobSpec = z.infer<typeof JobSpec>;
+
+export const LeaseMessage = z.object({
+  type: z.literal("lease"),
+  lease: LeaseRef,
+  attempt: z.number().int().positive(),
+  deadline: z.number().int(),
+  job: JobSpec,
+});
+export type LeaseMessage = z.infer<typeof LeaseMessage>;
+
+/** Answer to a result: `accepted: false` means the lease was stale and the result was discarded. */
+export const AckMessage = z.object({
+  type: z.literal("ack"),
+  lease: LeaseRef,
+  accepted: z.boolean(),
+  reason: z.string().optional(),
+});
+
+/** The gateway took the lease back (expired); the runner stops work on it. */
+export const RevokeMessage = z.object({ type: z.literal("revoke"), lease: LeaseRef, reason: z.string() });
+
+export const ErrorMessage = z.object({ type: z.literal("error"), error: z.string(), message: z.string() });
+
+export const GatewayMessage = z.discriminatedUnion("type", [WelcomeMessage, LeaseMessage, AckMessage, RevokeMessage, ErrorMessage]);
+export type GatewayMessage = z.infer<typeof GatewayMessage>;

@@ -1,0 +1,9 @@
+import { defineConfig } from "vitest/config";
+
+// Two projects: the gateway's tests inside workerd (Workers pool), and the Node-side tests
+// (runner, end to end with wrangler dev + Docker).
+export default defineConfig({
+  test: {
+    projects: ["gateway/vitest.config.ts", "test/vitest.config.ts"],
+  },
+});
