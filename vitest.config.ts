@@ -5,5 +5,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     projects: ["gateway/vitest.config.ts", "test/vitest.config.ts"],
+    // Logs of passing tests are noise; a failing test shows its own.
+    silent: "passed-only",
   },
 });

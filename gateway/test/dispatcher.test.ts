@@ -1,0 +1,217 @@
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import type { Dispatcher } from "../src/dispatcher/dispatcher.js";
+import { TestRunner, gradedOutcome, setUpAssignment, status, submit, uniqueAssignment } from "./helpers.js";
+
+const dispatcher = () => env.DISPATCHER.get(env.DISPATCHER.idFromName("global"));
+
+/** Reads or changes the Dispatcher's job table from inside the object. */
+function jobs<T>(fn: (sql: SqlStorage) => T): Promise<T> {
+  return runInDurableObject(dispatcher(), (_instance: Dispatcher, state) => fn(state.storage.sql));
+}
+
+/** A round trip on the same socket: once the revoke for a bogus lease arrives, everything sent before it was handled. */
+async function settle(runner: TestRunner) {
+  runner.send({ type: "heartbeat", holding: [{ jobId: "settle", token: "settle-settle-settle" }] });
+  await runner.next("revoke");
+}
+
+describe("Dispatcher", () => {
+  it("leases a queued job to a runner with a free slot and records the grade once", async () => {
+    const a = uniqueAssignment("lease");
+    const { sha256 } = await setUpAssignment(a);
+    const runner = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+
+    const lease = await runner.next("lease");
+    expect(lease.job.submissionId).toBe(id);
+    expect(lease.attempt).toBe(1);
+    expect(lease.job.autograder).toEqual({ sha256, otterVersion: a.otterVersion });
+    expect(lease.job.timeoutMs).toBe(60_000);
+
+    runner.send({ type: "result", lease: lease.lease, outcome: gradedOutcome(0.6) });
+    expect(await runner.next("ack")).toMatchObject({ accepted: true });
+
+    const s = await status(id);
+    expect(s.body).toMatchObject({ status: "graded", verdict: "graded", score: 0.6, points: 3, max_points: 5 });
+    expect(s.body.events.map((e: { state: string }) => e.state)).toEqual(["queued", "leased", "graded"]);
+    // Hidden test: score shown, output withheld.
+    expect(s.body.tests).toEqual([
+      { name: "q1", score: 1, max_score: 1, visibility: "visible", output: "q1 passed" },
+      { name: "q2", score: 2.4, max_score: 4, visibility: "hidden" },
+    ]);
+
+    // The same result again finds no job: refused, and D1 keeps one grade.
+    runner.send({ type: "result", lease: lease.lease, outcome: gradedOutcome(1) });
+    expect(await runner.next("ack")).toMatchObject({ accepted: false, reason: "stale_lease" });
+    expect((await status(id)).body.score).toBe(0.6);
+    runner.close();
+  });
+
+  it("refuses a result whose attempt token is not the lease's", async () => {
+    const a = uniqueAssignment("stale");
+    await setUpAssignment(a);
+    const runner = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const lease = await runner.next("lease");
+    runner.send({ type: "result", lease: { jobId: id, token: "forged-token-0000000000" }, outcome: gradedOutcome(1) });
+    expect(await runner.next("ack")).toMatchObject({ accepted: false, reason: "stale_lease" });
+    expect((await status(id)).body.status).toBe("leased");
+    runner.send({ type: "result", lease: lease.lease, outcome: gradedOutcome(0.2) });
+    expect(await runner.next("ack")).toMatchObject({ accepted: true });
+    expect((await status(id)).body.score).toBe(0.2);
+    runner.close();
+  });
+
+  it("gives a runner no more jobs than its capacity, and the next one when a slot frees", async () => {
+    const a = uniqueAssignment("capacity");
+    await setUpAssignment(a);
+    const runner = await TestRunner.connect("runner-a-token", { capacity: 2, otterVersions: [a.otterVersion] });
+    const ids = [(await submit(a)).id, (await submit(a)).id, (await submit(a)).id];
+    const first = await runner.next("lease");
+    const second = await runner.next("lease");
+    await settle(runner);
+    expect(runner.has("lease")).toBe(false);
+    expect(new Set([first.job.submissionId, second.job.submissionId])).toEqual(new Set(ids.slice(0, 2)));
+
+    runner.send({ type: "result", lease: first.lease, outcome: gradedOutcome(1) });
+    const third = await runner.next("lease");
+    expect(third.job.submissionId).toBe(ids[2]);
+    runner.close();
+  });
+
+  it("extends a lease on heartbeat, and never past the grading time limit", async () => {
+    const a = uniqueAssignment("heartbeat");
+    await setUpAssignment(a, 10);
+    const runner = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const lease = await runner.next("lease");
+    const deadline = () => jobs((sql) => sql.exec<{ d: number; h: number }>("SELECT lease_deadline AS d, lease_hard_deadline AS h FROM jobs WHERE id = ?", id).one());
+    await jobs((sql) => sql.exec("UPDATE jobs SET lease_deadline = lease_deadline - 30000 WHERE id = ?", id));
+    const before = await deadline();
+    runner.send({ type: "heartbeat", holding: [lease.lease] });
+    await settle(runner);
+    const after = await deadline();
+    expect(after.d).toBeGreaterThan(before.d + 20_000);
+    expect(after.d).toBeLessThanOrEqual(after.h);
+    expect(after.h - lease.deadline).toBeLessThanOrEqual(10_000 + 2 * 60_000);
+    runner.close();
+  });
+
+  it("takes an expired lease back, revokes it, and leases the job again with a new token", async () => {
+    const a = uniqueAssignment("expiry");
+    await setUpAssignment(a);
+    const quiet = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const first = await quiet.next("lease");
+    // The quiet runner stops taking work; a second runner is ready.
+    quiet.send({ type: "ready", capacity: 0 });
+    await settle(quiet);
+    const other = await TestRunner.connect("runner-b-token", { capacity: 1, otterVersions: [a.otterVersion] });
+
+    await jobs((sql) => sql.exec("UPDATE jobs SET lease_deadline = ? WHERE id = ?", Date.now() - 1, id));
+    expect(await runDurableObjectAlarm(dispatcher())).toBe(true);
+    expect((await quiet.next("revoke")).lease).toEqual(first.lease);
+    // The job waits out a short backoff before it is leased again.
+    await jobs((sql) => sql.exec("UPDATE jobs SET not_before = 0 WHERE id = ?", id));
+    await runDurableObjectAlarm(dispatcher());
+    const second = await other.next("lease");
+    expect(second.job.submissionId).toBe(id);
+    expect(second.attempt).toBe(2);
+    expect(second.lease.token).not.toBe(first.lease.token);
+
+    // The first runner's late result is refused; the second one's is recorded.
+    quiet.send({ type: "result", lease: first.lease, outcome: gradedOutcome(1) });
+    expect(await quiet.next("ack")).toMatchObject({ accepted: false, reason: "stale_lease" });
+    other.send({ type: "result", lease: second.lease, outcome: gradedOutcome(0.4) });
+    expect(await other.next("ack")).toMatchObject({ accepted: true });
+    const s = await status(id);
+    expect(s.body).toMatchObject({ status: "graded", score: 0.4, attempts: 2 });
+    expect(s.body.events.map((e: { state: string }) => e.state)).toEqual(["queued", "leased", "requeued", "leased", "graded"]);
+    quiet.close();
+    other.close();
+  });
+
+  it("requeues the leases of a runner that disconnects", async () => {
+    const a = uniqueAssignment("disconnect");
+    await setUpAssignment(a);
+    const leaving = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const first = await leaving.next("lease");
+    const staying = await TestRunner.connect("runner-b-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    leaving.close();
+    await jobs((sql) => sql.exec("UPDATE jobs SET not_before = 0 WHERE id = ?", id));
+    await runDurableObjectAlarm(dispatcher());
+    const second = await staying.next("lease");
+    expect(second.job.submissionId).toBe(id);
+    expect(second.lease.token).not.toBe(first.lease.token);
+    staying.close();
+  });
+
+  it("retries infrastructure errors without grading, then fails the submission with a reason after the last attempt", async () => {
+    const a = uniqueAssignment("infra");
+    await setUpAssignment(a);
+    const runner = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      const lease = await runner.next("lease");
+      expect(lease.attempt).toBe(attempt);
+      runner.send({ type: "result", lease: lease.lease, outcome: { kind: "infrastructure_error", message: "Docker engine unreachable" } });
+      expect(await runner.next("ack")).toMatchObject({ accepted: true });
+      const s = await status(id);
+      expect(s.body.score).toBeNull();
+      if (attempt < 5) {
+        expect(s.body.status).not.toBe("graded");
+        await jobs((sql) => sql.exec("UPDATE jobs SET not_before = 0 WHERE id = ?", id));
+        await runDurableObjectAlarm(dispatcher());
+      }
+    }
+    const s = await status(id);
+    expect(s.body.status).toBe("failed");
+    expect(s.body.message).toMatch(/failed 5 times.*Docker engine unreachable/);
+    expect(await jobs((sql) => sql.exec("SELECT COUNT(*) AS n FROM jobs WHERE id = ?", id).one().n)).toBe(0);
+    runner.close();
+  });
+
+  it("only leases jobs to runners that have the assignment's otter-grader version", async () => {
+    const a = uniqueAssignment("version");
+    await setUpAssignment(a);
+    const wrong = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: ["6.0.0"] });
+    const { id } = await submit(a);
+    await settle(wrong);
+    expect(wrong.has("lease")).toBe(false);
+    const right = await TestRunner.connect("runner-b-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    expect((await right.next("lease")).job.submissionId).toBe(id);
+    wrong.close();
+    right.close();
+  });
+
+  it("hands a released lease to another runner without using up an attempt", async () => {
+    const a = uniqueAssignment("release");
+    await setUpAssignment(a);
+    const draining = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const first = await draining.next("lease");
+    draining.send({ type: "ready", capacity: 0 });
+    draining.send({ type: "release", lease: first.lease, reason: "shutting down" });
+    await settle(draining);
+    const other = await TestRunner.connect("runner-b-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const second = await other.next("lease");
+    expect(second.job.submissionId).toBe(id);
+    expect(second.attempt).toBe(1);
+    draining.close();
+    other.close();
+  });
+
+  it("answers a malformed runner message with a protocol error and keeps the socket", async () => {
+    const runner = await TestRunner.connect("runner-a-token", { capacity: 0, otterVersions: [] });
+    runner.send({ type: "result", lease: { jobId: "x" } });
+    expect(await runner.next("error")).toMatchObject({ error: "bad_message" });
+    await settle(runner);
+    runner.close();
+  });
+
+  it("refuses a runner without a valid token", async () => {
+    await expect(TestRunner.connect("wrong-token")).rejects.toThrow(/401.*invalid_runner_token/);
+  });
+});
