@@ -1,0 +1,176 @@
+import type { Grade, JobSpec, LeaseMessage, LeaseRef, ResultMessage } from "@otter-edge/shared";
+import { PROTOCOL_VERSION } from "@otter-edge/shared";
+import type { Artifacts } from "./artifacts.js";
+import type { GatewayConnection } from "./connection.js";
+import { InfrastructureError } from "./grading/errors.js";
+import { gradeFromRun } from "./grading/results.js";
+import type { Sandbox } from "./grading/sandbox.js";
+import type { Logger } from "./log.js";
+
+interface ActiveJob {
+  lease: LeaseRef;
+  attempt: number;
+  job: JobSpec;
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+export interface AgentOptions {
+  name: string;
+  capacity: number;
+  connection: GatewayConnection;
+  sandbox: Sandbox;
+  artifacts: Artifacts;
+  log: Logger;
+}
+
+/**
+ * Takes leases from the gateway up to its capacity, grades each in the sandbox, reports results and
+ * heartbeats for what it holds. A job whose lease is revoked is stopped and not reported.
+ */
+export class Agent {
+  private readonly active = new Map<string, ActiveJob>();
+  private heartbeat: NodeJS.Timeout | null = null;
+  private draining = false;
+  private otterVersions: string[] = [];
+  /** Counters for tests and logs. */
+  readonly stats = { graded: 0, infrastructureErrors: 0, refused: 0 };
+
+  constructor(private readonly options: AgentOptions) {}
+
+  async start(): Promise<void> {
+    this.otterVersions = await this.options.sandbox.otterVersions();
+    const { connection, log } = this.options;
+    connection.on("open", () => this.hello());
+    connection.on("close", () => this.stopHeartbeat());
+    connection.on("message", (message) => {
+      switch (message.type) {
+        case "welcome":
+          for (const lease of message.dropped) this.abort(lease.jobId, "dropped by the gateway after reconnect");
+          this.startHeartbeat(message.heartbeatMs);
+          break;
+        case "lease":
+          this.onLease(message);
+          break;
+        case "revoke":
+          this.abort(message.lease.jobId, message.reason, message.lease.token);
+          break;
+        case "ack":
+          if (!message.accepted) {
+            this.stats.refused += 1;
+            log.warn({ submissionId: message.lease.jobId, reason: message.reason }, "gateway refused the result");
+          }
+          break;
+        case "error":
+          log.error({ error: message.error }, message.message);
+          break;
+      }
+    });
+    log.info({ capacity: this.options.capacity, sandbox: this.options.sandbox.description, otterVersions: this.otterVersions }, "runner starting");
+    connection.start();
+  }
+
+  get busy(): number {
+    return this.active.size;
+  }
+
+  /**
+   * Stops taking jobs, waits up to `graceMs` for the running ones, hands back what is left, and
+   * closes the socket. Resolves when nothing is held.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    const { connection, log } = this.options;
+    connection.send({ type: "ready", capacity: 0 });
+    log.info({ holding: this.active.size, graceMs }, "draining");
+    const all = Promise.all([...this.active.values()].map((j) => j.done));
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([all, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
+    for (const job of [...this.active.values()]) {
+      connection.send({ type: "release", lease: job.lease, reason: "runner shutting down" });
+      this.abort(job.lease.jobId, "runner shutting down");
+    }
+    await Promise.all([...this.active.values()].map((j) => j.done));
+    this.stopHeartbeat();
+    await connection.stop();
+  }
+
+  private hello(): void {
+    this.options.connection.send({
+      type: "hello",
+      protocol: PROTOCOL_VERSION,
+      runner: this.options.name,
+      capacity: this.draining ? 0 : this.options.capacity,
+      otterVersions: this.otterVersions,
+      holding: [...this.active.values()].map((j) => j.lease),
+    });
+  }
+
+  private startHeartbeat(intervalMs: number): void {
+    this.stopHeartbeat();
+    this.heartbeat = setInterval(() => {
+      if (this.active.size > 0) this.options.connection.send({ type: "heartbeat", holding: [...this.active.values()].map((j) => j.lease) });
+    }, intervalMs);
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+  }
+
+  private abort(jobId: string, reason: string, token?: string): void {
+    const job = this.active.get(jobId);
+    if (!job || (token && job.lease.token !== token)) return;
+    this.options.log.warn({ submissionId: jobId, attempt: job.attempt, reason }, "stopping job");
+    job.abort.abort(reason);
+  }
+
+  private onLease(message: LeaseMessage): void {
+    const { connection, log } = this.options;
+    if (this.draining || this.active.size >= this.options.capacity || this.active.has(message.lease.jobId)) {
+      connection.send({ type: "release", lease: message.lease, reason: this.draining ? "runner draining" : "no free slot" });
+      return;
+    }
+    const abort = new AbortController();
+    const jobLog = log.child({ submissionId: message.job.submissionId, attempt: message.attempt });
+    const entry: ActiveJob = { lease: message.lease, attempt: message.attempt, job: message.job, abort, done: Promise.resolve() };
+    this.active.set(message.lease.jobId, entry);
+    entry.done = this.grade(entry, jobLog)
+      .then((outcome) => {
+        if (abort.signal.aborted) return; // the lease is gone: nothing to report
+        connection.send({ type: "result", lease: entry.lease, outcome });
+      })
+      .catch((err) => jobLog.error({ err: String(err) }, "job crashed"))
+      .finally(() => {
+        this.active.delete(message.lease.jobId);
+        if (!this.draining) connection.send({ type: "ready", capacity: this.options.capacity });
+      });
+  }
+
+  private async grade(entry: ActiveJob, log: Logger): Promise<ResultMessage["outcome"]> {
+    const { job } = entry;
+    const t0 = performance.now();
+    try {
+      const [notebook, autograder] = await Promise.all([this.options.artifacts.notebook(job.notebook.sha256), this.options.artifacts.autograder(job.autograder.sha256)]);
+      const fetchMs = performance.now() - t0;
+      const run = await this.options.sandbox.run({
+        jobId: job.submissionId,
+        notebook,
+        autograder,
+        otterVersion: job.autograder.otterVersion,
+        timeoutMs: job.timeoutMs,
+        signal: entry.abort.signal,
+      });
+      const grade: Grade = gradeFromRun(run, job.timeoutMs);
+      this.stats.graded += 1;
+      log.info({ verdict: grade.verdict, score: grade.score, points: grade.points, maxPoints: grade.maxPoints, exitCode: run.exitCode, timings: run.timings }, "graded");
+      return { kind: "graded", grade, timings: { fetchMs, ...run.timings } };
+    } catch (err) {
+      this.stats.infrastructureErrors += 1;
+      const message = err instanceof InfrastructureError ? err.message : `runner error: ${String(err)}`;
+      log.error({ err: message }, "infrastructure error");
+      return { kind: "infrastructure_error", message };
+    }
+  }
+}

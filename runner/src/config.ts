@@ -1,0 +1,104 @@
+import { availableParallelism, hostname } from "node:os";
+import { parseArgs } from "node:util";
+import { z } from "zod";
+
+export const HELP = `otter-edge-runner: grades otter-grader notebooks for an otter-edge gateway.
+
+Usage: otter-edge-runner [options]
+
+Every option can also be set by the environment variable shown.
+
+  --gateway URL          Gateway base URL                        OTTER_EDGE_GATEWAY_URL
+  --token TOKEN          Runner token (prefer the env or a file)  OTTER_EDGE_RUNNER_TOKEN
+  --token-file PATH      File holding the runner token            OTTER_EDGE_RUNNER_TOKEN_FILE
+  --name NAME            Runner name in logs (default: hostname)  OTTER_EDGE_RUNNER_NAME
+  --capacity N           Jobs graded at once (default: cores)     OTTER_EDGE_CAPACITY
+  --memory BYTES         Memory cap per grading container          OTTER_EDGE_MEMORY_BYTES (default 2147483648)
+  --cpus N               CPUs per grading container               OTTER_EDGE_CPUS (default 1)
+  --pids N               Process cap per grading container        OTTER_EDGE_PIDS_LIMIT (default 512)
+  --tmpfs BYTES          Size of the container's /tmp             OTTER_EDGE_TMPFS_BYTES (default 268435456)
+  --runtime NAME         OCI runtime for grading, e.g. runsc      OTTER_EDGE_RUNTIME
+  --cache-dir PATH       Where autograder.zip files are cached    OTTER_EDGE_CACHE_DIR (default /var/cache/otter-edge)
+  --drain-ms N           On SIGTERM, how long running jobs may    OTTER_EDGE_DRAIN_MS (default 600000)
+                         finish before they are handed back
+  --unsandboxed          Grade with a local otter, NO SANDBOX:    OTTER_EDGE_UNSANDBOXED=1
+                         for development without Docker only
+  --otter-bin PATH       otter executable for --unsandboxed       OTTER_EDGE_OTTER_BIN (default otter)
+  --help                 Show this help
+
+The Docker engine is reached through DOCKER_HOST (default unix:///var/run/docker.sock).
+Grading images are found by their label org.otter-edge.otter-version.
+`;
+
+const RunnerConfig = z.object({
+  gatewayUrl: z.url({ message: "--gateway / OTTER_EDGE_GATEWAY_URL must be the gateway's http(s) URL" }),
+  token: z.string().min(1, "a runner token is required: set OTTER_EDGE_RUNNER_TOKEN or --token-file"),
+  name: z.string().min(1).max(100),
+  capacity: z.coerce.number().int().min(1).max(256),
+  memoryBytes: z.coerce.number().int().min(64 * 1024 * 1024),
+  cpus: z.coerce.number().positive().max(64),
+  pidsLimit: z.coerce.number().int().min(16),
+  tmpfsBytes: z.coerce.number().int().min(1024 * 1024),
+  runtime: z.string().min(1).optional(),
+  cacheDir: z.string().min(1),
+  drainMs: z.coerce.number().int().min(0),
+  unsandboxed: z.boolean(),
+  otterBin: z.string().min(1),
+});
+export type RunnerConfig = z.infer<typeof RunnerConfig>;
+
+export class ConfigError extends Error {}
+
+export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (path: string) => string): RunnerConfig | "help" {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      gateway: { type: "string" },
+      token: { type: "string" },
+      "token-file": { type: "string" },
+      name: { type: "string" },
+      capacity: { type: "string" },
+      memory: { type: "string" },
+      cpus: { type: "string" },
+      pids: { type: "string" },
+      tmpfs: { type: "string" },
+      runtime: { type: "string" },
+      "cache-dir": { type: "string" },
+      "drain-ms": { type: "string" },
+      unsandboxed: { type: "boolean" },
+      "otter-bin": { type: "string" },
+      help: { type: "boolean" },
+    },
+    strict: true,
+  });
+  if (values.help) return "help";
+  const tokenFile = values["token-file"] ?? env.OTTER_EDGE_RUNNER_TOKEN_FILE;
+  let token = values.token ?? env.OTTER_EDGE_RUNNER_TOKEN ?? "";
+  if (!token && tokenFile) {
+    try {
+      token = readFile(tokenFile).trim();
+    } catch (err) {
+      throw new ConfigError(`cannot read the runner token file ${tokenFile}: ${(err as Error).message}`);
+    }
+  }
+  const parsed = RunnerConfig.safeParse({
+    gatewayUrl: values.gateway ?? env.OTTER_EDGE_GATEWAY_URL,
+    token,
+    name: values.name ?? env.OTTER_EDGE_RUNNER_NAME ?? hostname(),
+    capacity: values.capacity ?? env.OTTER_EDGE_CAPACITY ?? availableParallelism(),
+    memoryBytes: values.memory ?? env.OTTER_EDGE_MEMORY_BYTES ?? 2 * 1024 ** 3,
+    cpus: values.cpus ?? env.OTTER_EDGE_CPUS ?? 1,
+    pidsLimit: values.pids ?? env.OTTER_EDGE_PIDS_LIMIT ?? 512,
+    tmpfsBytes: values.tmpfs ?? env.OTTER_EDGE_TMPFS_BYTES ?? 256 * 1024 * 1024,
+    runtime: values.runtime ?? env.OTTER_EDGE_RUNTIME,
+    cacheDir: values["cache-dir"] ?? env.OTTER_EDGE_CACHE_DIR ?? "/var/cache/otter-edge",
+    drainMs: values["drain-ms"] ?? env.OTTER_EDGE_DRAIN_MS ?? 600_000,
+    unsandboxed: values.unsandboxed ?? env.OTTER_EDGE_UNSANDBOXED === "1",
+    otterBin: values["otter-bin"] ?? env.OTTER_EDGE_OTTER_BIN ?? "otter",
+  });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(`${issue.path.join(".")}: ${issue.message}`);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,35 @@
+/** What a sandbox gets for one job: the student's notebook and the assignment's autograder. */
+export interface SandboxInput {
+  jobId: string;
+  notebook: Buffer;
+  autograder: Buffer;
+  otterVersion: string;
+  timeoutMs: number;
+  /** Aborted when the gateway revokes the lease or the runner shuts down: stop at once. */
+  signal: AbortSignal;
+}
+
+/** How the grading process ended. `results` is the raw results.json, already size-capped. */
+export interface SandboxRun {
+  exitCode: number | null;
+  timedOut: boolean;
+  oomKilled: boolean;
+  results: Buffer | null;
+  resultsTooLarge: boolean;
+  /** The last lines the grader printed, for staff and for the student's failure message. */
+  logTail: string;
+  timings: Record<string, number>;
+}
+
+export interface Sandbox {
+  /** Human description for logs ("docker (runc)", "UNSANDBOXED local venv"). */
+  readonly description: string;
+  /** otter-grader versions this sandbox can grade with. */
+  otterVersions(): Promise<string[]>;
+  /** Runs `otter run`; throws InfrastructureError when the sandbox itself failed. */
+  run(input: SandboxInput): Promise<SandboxRun>;
+}
+
+/** results.json larger than this is not read: a notebook cannot make the runner hold unbounded data. */
+export const MAX_RESULTS_BYTES = 2 * 1024 * 1024;
+export const LOG_TAIL_BYTES = 8 * 1024;
