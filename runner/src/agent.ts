@@ -1,11 +1,13 @@
-import type { Grade, JobSpec, LeaseMessage, LeaseRef, ResultMessage } from "@otter-edge/shared";
-import { PROTOCOL_VERSION } from "@otter-edge/shared";
+import type { Grade, JobSpec, LeaseMessage, LeaseRef } from "@otter-edge/shared";
+import { PROTOCOL_VERSION, ResultMessage } from "@otter-edge/shared";
 import type { Artifacts } from "./artifacts.js";
 import type { GatewayConnection } from "./connection.js";
 import { InfrastructureError } from "./grading/errors.js";
 import { gradeFromRun } from "./grading/results.js";
 import type { Sandbox } from "./grading/sandbox.js";
 import type { Logger } from "./log.js";
+
+type ResultOutcome = import("@otter-edge/shared").ResultMessage["outcome"];
 
 interface ActiveJob {
   lease: LeaseRef;
@@ -139,7 +141,12 @@ export class Agent {
     entry.done = this.grade(entry, jobLog)
       .then((outcome) => {
         if (abort.signal.aborted) return; // the lease is gone: nothing to report
-        connection.send({ type: "result", lease: entry.lease, outcome });
+        // Checked here against the shared schema, so a result the gateway would refuse is caught on this side.
+        const checked = ResultMessage.safeParse({ type: "result", lease: entry.lease, outcome });
+        if (!checked.success) jobLog.error({ err: checked.error.message.slice(0, 1_000) }, "result failed the protocol schema");
+        connection.send(
+          checked.success ? checked.data : { type: "result", lease: entry.lease, outcome: { kind: "infrastructure_error", message: "the runner produced a result that fails the protocol schema" } },
+        );
       })
       .catch((err) => jobLog.error({ err: String(err) }, "job crashed"))
       .finally(() => {
@@ -148,7 +155,7 @@ export class Agent {
       });
   }
 
-  private async grade(entry: ActiveJob, log: Logger): Promise<ResultMessage["outcome"]> {
+  private async grade(entry: ActiveJob, log: Logger): Promise<ResultOutcome> {
     const { job } = entry;
     const t0 = performance.now();
     try {

@@ -65,7 +65,8 @@ async function main(): Promise<number> {
   }
   let sandbox: Sandbox;
   try {
-    [sandbox] = await Promise.all([sandboxFor(config), checkGateway(config.gatewayUrl)]);
+    sandbox = await sandboxFor(config);
+    await checkGateway(config.gatewayUrl);
   } catch (err) {
     if (err instanceof StartupError) {
       log.fatal(err.message);

@@ -61,9 +61,10 @@ export class DockerSandbox implements Sandbox {
         WorkingDir: "/job",
         Cmd: ["otter", "run", "--no-logo", "-a", "/job/autograder.zip", "-o", "/job/out", "/job/submission.ipynb"],
         Labels: { [JOB_LABEL]: input.jobId },
-        NetworkDisabled: true,
         Volumes: { "/job": {} },
         HostConfig: {
+          // Only loopback: the kernel and otter talk over it. (NetworkDisabled would also drop
+          // /etc/hosts, and otter then fails to resolve "localhost".)
           NetworkMode: "none",
           Memory: this.limits.memoryBytes,
           MemorySwap: this.limits.memoryBytes,

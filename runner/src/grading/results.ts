@@ -28,7 +28,7 @@ function clip(text: string, max: number): string {
 }
 
 function zero(verdict: Grade["verdict"], message: string): Grade {
-  return { verdict, score: 0, points: 0, maxPoints: 0, message, tests: [] };
+  return { verdict, score: 0, points: 0, maxPoints: 0, message: clip(message, 1_900), tests: [] };
 }
 
 /**
@@ -41,7 +41,7 @@ export function gradeFromRun(run: SandboxRun, timeoutMs: number): Grade {
   if (run.oomKilled) return zero("out_of_memory", "The notebook used more memory than grading allows and was stopped.");
   if (run.resultsTooLarge) return zero("autograder_failed", "The grader's results were larger than allowed and were discarded.");
   if (!run.results) {
-    return zero("autograder_failed", `The autograder could not finish (exit code ${run.exitCode}). Last output:\n${clip(run.logTail, 2_000)}`);
+    return zero("autograder_failed", `The autograder could not finish (exit code ${run.exitCode}). Last output:\n${run.logTail.slice(-1_500)}`);
   }
   let parsed: z.infer<typeof ResultsJson>;
   try {

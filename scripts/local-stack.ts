@@ -1,0 +1,198 @@
+/**
+ * Starts otter-edge on this machine: the gateway under `wrangler dev` (local workerd with local D1,
+ * R2 and Durable Object state) and runner agents, wired together with fresh credentials. Used by
+ * `npm start` and by the end-to-end tests, so both run exactly the same system.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const WRANGLER = join(ROOT, "node_modules", ".bin", "wrangler");
+const TSX = join(ROOT, "node_modules", ".bin", "tsx");
+
+/** Keeps wrangler and Miniflare from reaching out to the internet. */
+export const QUIET_WRANGLER = { WRANGLER_SEND_METRICS: "false", WRANGLER_HIDE_BANNER: "true", CLOUDFLARE_CF_FETCH_ENABLED: "false", NO_UPDATE_NOTIFIER: "1" };
+
+export interface Credentials {
+  admin: string;
+  runner: string;
+  students: Record<string, string>;
+}
+
+export function newCredentials(students: string[]): Credentials {
+  const token = () => randomBytes(18).toString("base64url");
+  return { admin: token(), runner: token(), students: Object.fromEntries(students.map((s) => [s, token()])) };
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** Runs a child to completion; rejects with its output when it fails. */
+export async function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+  try {
+    const { stdout } = await promisify(execFile)(cmd, args, { cwd: ROOT, env: { ...process.env, ...QUIET_WRANGLER, ...env }, maxBuffer: 64 * 1024 * 1024 });
+    return stdout;
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string; message: string };
+    throw new Error(`${cmd} ${args.join(" ")} failed: ${e.message}\n${e.stdout ?? ""}\n${e.stderr ?? ""}`);
+  }
+}
+
+export interface Gateway {
+  url: string;
+  stateDir: string;
+  process: ChildProcess;
+  /** Rows from the gateway's local D1, read with `wrangler d1 execute --local`. */
+  query<T = Record<string, unknown>>(sql: string): Promise<T[]>;
+  stop(): Promise<void>;
+}
+
+export async function applyMigrations(stateDir: string): Promise<void> {
+  await run(WRANGLER, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", stateDir]);
+}
+
+export async function startGateway(opts: { stateDir: string; credentials: Credentials; port?: number; vars?: Record<string, string>; output?: "inherit" | "pipe" }): Promise<Gateway> {
+  await mkdir(opts.stateDir, { recursive: true });
+  await applyMigrations(opts.stateDir);
+  const port = opts.port ?? (await freePort());
+  const envFile = join(opts.stateDir, "gateway.env");
+  const secrets = {
+    ADMIN_TOKEN: opts.credentials.admin,
+    RUNNER_TOKENS: `local-runner:${opts.credentials.runner}`,
+    DEV_USER_TOKENS: Object.entries(opts.credentials.students)
+      .map(([user, token]) => `${user}:${token}`)
+      .join(","),
+    ...opts.vars,
+  };
+  await writeFile(envFile, Object.entries(secrets).map(([k, v]) => `${k}=${v}`).join("\n") + "\n", { mode: 0o600 });
+  const child = spawn(
+    WRANGLER,
+    ["dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--persist-to", opts.stateDir, "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "log"],
+    { cwd: ROOT, env: { ...process.env, ...QUIET_WRANGLER }, stdio: ["ignore", opts.output ?? "pipe", opts.output ?? "pipe"], detached: true },
+  );
+  const output: string[] = [];
+  if (child.stdout) child.stdout.on("data", (d: Buffer) => output.push(d.toString()));
+  if (child.stderr) child.stderr.on("data", (d: Buffer) => output.push(d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${url}/healthz`).catch(() => null))?.ok === true, 60_000, () => `gateway did not start:\n${output.join("").slice(-4000)}`, () => child.exitCode !== null);
+  return {
+    url,
+    stateDir: opts.stateDir,
+    process: child,
+    async query<T>(sql: string) {
+      const out = await run(WRANGLER, ["d1", "execute", "DB", "--local", "--persist-to", opts.stateDir, "--json", "--command", sql]);
+      return (JSON.parse(out) as Array<{ results: T[] }>)[0]!.results;
+    },
+    async stop() {
+      await stopProcess(child);
+    },
+  };
+}
+
+export interface Runner {
+  process: ChildProcess;
+  output: () => string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export function startRunner(opts: { gatewayUrl: string; token: string; capacity?: number; cacheDir: string; env?: Record<string, string>; args?: string[]; output?: "inherit" | "pipe" }): Runner {
+  const child = spawn(TSX, [join(ROOT, "runner", "src", "cli.ts"), ...(opts.args ?? [])], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      ...(process.env.DOCKER_HOST ? { DOCKER_HOST: process.env.DOCKER_HOST } : {}),
+      OTTER_EDGE_GATEWAY_URL: opts.gatewayUrl,
+      OTTER_EDGE_RUNNER_TOKEN: opts.token,
+      OTTER_EDGE_RUNNER_NAME: "local-runner",
+      OTTER_EDGE_CAPACITY: String(opts.capacity ?? 2),
+      OTTER_EDGE_CACHE_DIR: opts.cacheDir,
+      ...opts.env,
+    },
+    stdio: ["ignore", opts.output ?? "pipe", opts.output ?? "pipe"],
+    detached: true,
+  });
+  const lines: string[] = [];
+  child.stdout?.on("data", (d: Buffer) => lines.push(d.toString()));
+  child.stderr?.on("data", (d: Buffer) => lines.push(d.toString()));
+  return { process: child, output: () => lines.join(""), stop: (signal) => stopProcess(child, signal) };
+}
+
+/** Loads a course config and uploads an assignment's autograder through the admin API. */
+export async function configureAssignment(gatewayUrl: string, adminToken: string, a: { configFile: string; course: string; assignment: string; autograderZip: string; timeoutSeconds?: number }) {
+  const auth = { authorization: `Bearer ${adminToken}` };
+  const config = await fetch(`${gatewayUrl}/api/v1/admin/config`, { method: "PUT", headers: { ...auth, "content-type": "application/json" }, body: await readFile(a.configFile) });
+  if (!config.ok) throw new Error(`loading ${a.configFile}: ${config.status} ${await config.text()}`);
+  const upload = await fetch(`${gatewayUrl}/api/v1/admin/assignments/${a.course}/${a.assignment}/autograder?timeout_seconds=${a.timeoutSeconds ?? 600}`, {
+    method: "PUT",
+    headers: { ...auth, "content-type": "application/zip" },
+    body: await readFile(a.autograderZip),
+  });
+  if (!upload.ok) throw new Error(`uploading ${a.autograderZip}: ${upload.status} ${await upload.text()}`);
+  return (await upload.json()) as { sha256: string; otter_version: string };
+}
+
+export async function submitNotebook(gatewayUrl: string, token: string, notebookPath: string, path = "/api/v1/submissions") {
+  const nb = JSON.parse(await readFile(notebookPath, "utf8"));
+  const res = await fetch(`${gatewayUrl}${path}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ nb }) });
+  if (res.status !== 202) throw new Error(`submitting ${notebookPath}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as { id: string; status_url: string };
+}
+
+/** Polls the submission's status until it is graded or failed. */
+export async function waitForFinal(statusUrl: string, token: string, timeoutMs = 300_000): Promise<Record<string, any>> {
+  let last: Record<string, any> = {};
+  await waitFor(
+    async () => {
+      const res = await fetch(statusUrl, { headers: { authorization: `Bearer ${token}` } });
+      last = (await res.json()) as Record<string, any>;
+      return last.status === "graded" || last.status === "failed";
+    },
+    timeoutMs,
+    () => `submission not final in time: ${JSON.stringify(last)}`,
+  );
+  return last;
+}
+
+export async function waitFor(check: () => Promise<boolean>, timeoutMs: number, describe: () => string, giveUp: () => boolean = () => false): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+    if (await check()) return;
+    if (giveUp() || Date.now() > deadline) throw new Error(describe());
+    await new Promise((r) => setTimeout(r, delay));
+  }
+}
+
+/** Stops a child and everything it started (wrangler runs workerd as its own child). */
+export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  try {
+    process.kill(-child.pid!, signal);
+  } catch {
+    child.kill(signal);
+  }
+  const timer = setTimeout(() => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }, 15_000);
+  const code = await exited;
+  clearTimeout(timer);
+  return code;
+}
