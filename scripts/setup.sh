@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs and starts everything otter-edge needs on this machine, from the project's own files:
+# npm packages, the Docker engine (Debian's docker.io) and debootstrap, the grading image, a host
+# otter-grader (the image's exact wheels) and the sample assignment. Idempotent: a second run only
+# checks. `npm start` and `npm test` run it first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else say "needs root: $*"; exit 1; fi; }
+
+export WRANGLER_SEND_METRICS=false WRANGLER_HIDE_BANNER=true CLOUDFLARE_CF_FETCH_ENABLED=false
+
+# 1. npm packages, when missing or older than the lock file.
+if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# 2. Debian packages: the Docker engine, debootstrap for the base image, python3-venv for the host otter.
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# 3. The Docker engine, started here when nothing answers (CI and fresh machines start none).
+if ! docker info >/dev/null 2>&1; then
+  say "starting dockerd (log: /var/log/otter-edge-dockerd.log)"
+  as_root sh -c 'nohup dockerd >/var/log/otter-edge-dockerd.log 2>&1 &'
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.25; done
+  docker info >/dev/null 2>&1 || { say "dockerd did not start; see /var/log/otter-edge-dockerd.log"; tail -20 /var/log/otter-edge-dockerd.log >&2; exit 1; }
+fi
+
+# 4. The grading image (skips itself when its recipe is unchanged).
+bash grading-image/build.sh
+
+# 5. otter-grader on the host, from the same wheels as the image: builds the sample assignment with
+#    `otter assign`, and serves the runner's --unsandboxed development mode.
+OTTER_VERSION=$(sed -n 's/^otter-grader==\([^ ;#]*\).*/\1/p' grading-image/requirements.txt)
+VENV=$ROOT/.otter-edge/venv
+if ! "$VENV/bin/otter" --version 2>/dev/null | grep -q "version: $OTTER_VERSION\$"; then
+  say "installing otter-grader $OTTER_VERSION in $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-index --find-links grading-image/.wheels -r grading-image/requirements.txt
+  "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
+fi
+
+# 6. The sample assignment: autograder.zip and student notebook from the master notebook.
+if [ ! -f assignments/sample/dist/autograder.zip ] || [ assignments/sample/sample-master.ipynb -nt assignments/sample/dist/autograder.zip ]; then
+  say "building the sample assignment with otter assign"
+  OTTER=$VENV/bin/otter PATH=$VENV/bin:$PATH bash assignments/sample/build.sh >/dev/null
+fi
+say "ready"

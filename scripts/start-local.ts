@@ -1,0 +1,56 @@
+/**
+ * `npm start`: the whole of otter-edge on this machine. The gateway runs under `wrangler dev` (local
+ * workerd; D1, R2 and the Dispatcher's state under .otter-edge/state), one runner grades in Docker,
+ * the sample assignment is configured, and the sample notebook is graded once to show it works.
+ * Then it keeps running and prints how to submit with curl. Ctrl-C stops everything.
+ */
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { ROOT, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook, waitForFinal } from "./local-stack.js";
+
+const PORT = Number(process.env.PORT ?? 8787);
+const work = join(ROOT, ".otter-edge");
+const sample = join(ROOT, "assignments", "sample");
+
+const credentials = newCredentials(["alice", "bob"]);
+console.log(`starting the gateway on http://127.0.0.1:${PORT} (wrangler dev, local state in .otter-edge/state)`);
+const gateway = await startGateway({ stateDir: join(work, "state"), credentials, port: PORT });
+const uploaded = await configureAssignment(gateway.url, credentials.admin, {
+  configFile: join(sample, "course-config.json"),
+  course: "demo101",
+  assignment: "sample",
+  autograderZip: join(sample, "dist", "autograder.zip"),
+});
+console.log(`course demo101 configured; sample autograder ${uploaded.sha256.slice(0, 12)}… (otter-grader ${uploaded.otter_version})`);
+const runner = startRunner({ gatewayUrl: gateway.url, token: credentials.runner, cacheDir: join(work, "cache"), output: "inherit" });
+
+const stop = async () => {
+  console.log("\nstopping…");
+  await runner.stop();
+  await gateway.stop();
+  process.exit(0);
+};
+process.on("SIGINT", stop);
+process.on("SIGTERM", stop);
+
+const alice = credentials.students.alice!;
+const notebook = join(sample, "submissions", "full.ipynb");
+console.log("grading the sample notebook once…");
+const { status_url } = await submitNotebook(gateway.url, alice, notebook, "/services/otter_grade/");
+const result = await waitForFinal(status_url, alice);
+console.log(`\nsample graded: status=${result.status} verdict=${result.verdict} score=${result.score} (${result.points}/${result.max_points})`);
+
+const tokensFile = join(work, "tokens.json");
+await writeFile(tokensFile, JSON.stringify(credentials, null, 2), { mode: 0o600 });
+console.log(`
+otter-edge is running. Tokens for this run are in .otter-edge/tokens.json. Submit as alice:
+
+  curl -s -X POST ${gateway.url}/services/otter_grade/ \\
+    -H 'Content-Type: application/json' -H 'Authorization: token ${alice}' \\
+    --data "{\\"nb\\": $(cat assignments/sample/submissions/partial.ipynb)}"
+
+then read the result (the status_url from the answer):
+
+  curl -s -H 'Authorization: token ${alice}' ${gateway.url}/api/v1/submissions/<id>
+
+Ctrl-C stops the gateway and the runner.`);
