@@ -238,7 +238,20 @@ step "docker build $TAG"
 build_args=(--build-arg "OTTER_VERSION=$OTTER_VERSION" --label "org.otter-edge.recipe=$RECIPE"
             -t "$TAG" -t "$IMAGE:latest")
 (( FORCE )) && build_args+=(--no-cache)
-docker build --quiet "${build_args[@]}" . >/dev/null
+old_id=$(docker image inspect -f '{{ .Id }}' "$TAG" 2>/dev/null || true)
+build_log=$(mktemp)
+if ! docker build "${build_args[@]}" . > "$build_log" 2>&1; then
+  tail -n 40 "$build_log" >&2
+  rm -f "$build_log"
+  exit 1
+fi
+rm -f "$build_log"
+# Drop the build stage's image (venv + 190 MB of wheels) and the image this one replaces.
+docker image prune --force --filter label=org.otter-edge.stage=build >/dev/null
+new_id=$(docker image inspect -f '{{ .Id }}' "$TAG")
+if [[ -n $old_id && $old_id != "$new_id" ]]; then
+  docker image rm "$old_id" >/dev/null 2>&1 || true
+fi
 step_done "$(docker image inspect -f '{{ .Size }}' "$TAG" | awk '{ printf "%d MB", $1 / 1e6 }')"
 
 # ---------------------------------------------------------------- 4. smoke test
