@@ -1,5 +1,11 @@
-declare namespace Cloudflare {
-  interface Env extends import("../src/env.js").Env {
-    TEST_MIGRATIONS: import("cloudflare:test").D1Migration[];
+import type { D1Migration } from "cloudflare:test";
+import type { Env as GatewayEnv } from "../src/env.js";
+
+// Types `env` from cloudflare:test / cloudflare:workers as the gateway's bindings plus the test-only ones.
+declare global {
+  namespace Cloudflare {
+    interface Env extends GatewayEnv {
+      TEST_MIGRATIONS: D1Migration[];
+    }
   }
 }

@@ -45,7 +45,7 @@ describe("submission intake", () => {
   });
 
   const routing = { course: "nowhere", section: "1", assignment: "lab01" };
-  const cases: Array<[string, () => Promise<{ status: number; body: { error?: string } }>, number, string]> = [
+  const cases: Array<[string, () => Promise<{ status: number; body: { error?: string; message?: string } }>, number, string]> = [
     ["body that is not JSON", () => post("{not json"), 400, "invalid_json"],
     ["JSON without nb", () => post(JSON.stringify({ notebook: {} })), 400, "missing_notebook"],
     ["nb that is not an object", () => post(JSON.stringify({ nb: "hello" })), 400, "invalid_notebook"],
