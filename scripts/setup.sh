@@ -38,16 +38,21 @@ fi
 # 4. The grading image (skips itself when its recipe is unchanged).
 bash grading-image/build.sh
 
-# 5. otter-grader on the host, from the same wheels as the image: builds the sample assignment with
-#    `otter assign`, and serves the runner's --unsandboxed development mode.
+# 5. A host Python environment: otter-grader at the image's exact pins (builds the sample assignment
+#    with `otter assign`, serves the runner's --unsandboxed mode) and the LTI stand-in's oauthlib.
 OTTER_VERSION=$(sed -n 's/^otter-grader==\([^ ;#]*\).*/\1/p' grading-image/requirements.txt)
 VENV=$ROOT/.otter-edge/venv
-if ! "$VENV/bin/otter" --version 2>/dev/null | grep -q "version: $OTTER_VERSION\$"; then
-  say "installing otter-grader $OTTER_VERSION in $VENV"
+STAMP=$VENV/.requirements.sha256
+want=$(cat grading-image/requirements.txt test/lti/requirements.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+  say "installing otter-grader $OTTER_VERSION and test tools in $VENV"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check --no-index --find-links grading-image/.wheels -r grading-image/requirements.txt
+  # The image's wheels when build.sh left them here; the package index for anything else.
+  links=(); [ -d grading-image/.wheels ] && links=(--find-links grading-image/.wheels)
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${links[@]}" -r grading-image/requirements.txt -r test/lti/requirements.txt
   "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
+  echo "$want" > "$STAMP"
 fi
 
 # 6. The sample assignment: autograder.zip and student notebook from the master notebook.

@@ -9,13 +9,19 @@ const Name = z.string().trim().min(1).max(100);
  * The course config, in the old service's shape: course → section → {course_id, assignments:
  * {name → LMS block id}}. `course_id` and the block ids locate the edX LTI block for grade passback.
  */
+const BlockId = z.string().trim().max(200).nullable();
+const AssignmentEntry = z.union([BlockId, z.object({ block: BlockId.optional(), policy: z.enum(["latest", "best"]).optional() })]);
+
 export const CourseConfig = z.record(
   Name,
   z.record(
     Name,
     z.object({
       course_id: z.string().trim().min(1).max(200).optional(),
-      assignments: z.record(Name, z.string().trim().max(200).nullable()),
+      /** The old POST_GRADE switch: false records grades without sending them to the LMS. */
+      post_grade: z.boolean().optional(),
+      /** Assignment name → LTI block id, or {block, policy} where policy is "latest" (default) or "best". */
+      assignments: z.record(Name, AssignmentEntry),
     }),
   ),
 );
@@ -27,11 +33,14 @@ export async function loadCourseConfig(d1: D1Database, config: CourseConfig): Pr
   const now = nowIso();
   const courses = Object.keys(config);
   const sectionRows = courses.flatMap((course) =>
-    Object.entries(config[course]!).map(([section, s]) => ({ course, section, lmsCourseId: s.course_id ?? null, updatedAt: now })),
+    Object.entries(config[course]!).map(([section, s]) => ({ course, section, lmsCourseId: s.course_id ?? null, postGrades: s.post_grade ?? true, updatedAt: now })),
   );
   const assignmentRows = courses.flatMap((course) =>
     Object.entries(config[course]!).flatMap(([section, s]) =>
-      Object.entries(s.assignments).map(([assignment, block]) => ({ course, section, assignment, lmsBlockId: block || null, updatedAt: now })),
+      Object.entries(s.assignments).map(([assignment, entry]) => {
+        const { block, policy } = entry !== null && typeof entry === "object" ? entry : { block: entry, policy: undefined };
+        return { course, section, assignment, lmsBlockId: block || null, policy: policy ?? ("latest" as const), updatedAt: now };
+      }),
     ),
   );
   await db.batch([

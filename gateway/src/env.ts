@@ -1,10 +1,12 @@
 import type { Dispatcher } from "./dispatcher/dispatcher.js";
+import type { PassbackOutbox } from "./passback/outbox.js";
 
 /** Bindings and settings of the gateway Worker (see wrangler.toml; secrets come from `.dev.vars` or `wrangler secret`). */
 export interface Env {
   DB: D1Database;
   BLOBS: R2Bucket;
   DISPATCHER: DurableObjectNamespace<Dispatcher>;
+  PASSBACK: DurableObjectNamespace<PassbackOutbox>;
   MAX_SUBMISSION_BYTES: string;
   LEASE_TTL_MS: string;
   HEARTBEAT_MS: string;
@@ -15,6 +17,19 @@ export interface Env {
   RUNNER_TOKENS?: string;
   /** Credential for the admin API (course config, autograder upload). */
   ADMIN_TOKEN?: string;
+  /** LTI 1.1 consumer credentials shared with the LMS, `key:secret,...`. */
+  LTI_CONSUMERS?: string;
+  /** Key (from LTI_CONSUMERS) used for grades whose target is built from the course config. */
+  LTI_CONSUMER_KEY?: string;
+  /** The edX host (or origin, with scheme) for outcome URLs built from the course config. */
+  EDX_URL?: string;
+  /** Passback timing: per-request timeout, backoff base and cap, and how long to keep retrying. */
+  PASSBACK_TIMEOUT_MS?: string;
+  PASSBACK_BACKOFF_BASE_MS?: string;
+  PASSBACK_BACKOFF_MAX_MS?: string;
+  PASSBACK_RETRY_WINDOW_MS?: string;
+  /** How far an LTI launch's oauth_timestamp may be from now, in seconds. */
+  LTI_TIMESTAMP_WINDOW_S?: string;
 }
 
 export function intSetting(value: string | undefined, fallback: number): number {

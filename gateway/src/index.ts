@@ -1,11 +1,13 @@
 import { Hono } from "hono";
 import type { AppEnv } from "./auth/authenticate.js";
 import { ApiError, errorResponse, internalErrorResponse } from "./errors.js";
+import { ltiRoutes } from "./lti/launch.js";
 import { adminRoutes } from "./routes/admin.js";
 import { runnerRoutes } from "./routes/runner.js";
 import { submissionRoutes } from "./routes/submissions.js";
 
 export { Dispatcher } from "./dispatcher/dispatcher.js";
+export { PassbackOutbox } from "./passback/outbox.js";
 
 /** The path the JupyterHub proxy forwards to this service (`c.JupyterHub.services` entry `otter_grade`). */
 const HUB_SERVICE_PREFIX = "/services/otter_grade";
@@ -26,5 +28,6 @@ app.route(HUB_SERVICE_PREFIX, legacy.app);
 app.route("/", submissionRoutes("").app);
 app.route("/runner/v1", runnerRoutes);
 app.route("/api/v1/admin", adminRoutes);
+app.route("/lti", ltiRoutes);
 
 export default app;

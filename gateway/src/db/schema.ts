@@ -10,6 +10,8 @@ export const courseSections = sqliteTable(
     section: text("section").notNull(),
     /** edX course id (e.g. `BerkeleyX+Data8.1x+3T2020`), used to build the LTI outcome URL as a fallback. */
     lmsCourseId: text("lms_course_id"),
+    /** The old service's POST_GRADE: when false, grades are recorded but not sent to the LMS. */
+    postGrades: integer("post_grades", { mode: "boolean" }).notNull().default(true),
     updatedAt: text("updated_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.course, t.section] })],
@@ -23,6 +25,8 @@ export const sectionAssignments = sqliteTable(
     section: text("section").notNull(),
     assignment: text("assignment").notNull(),
     lmsBlockId: text("lms_block_id"),
+    /** Which grade the LMS ends with: the latest submission's (default) or the best. */
+    policy: text("policy", { enum: ["latest", "best"] }).notNull().default("latest"),
     updatedAt: text("updated_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.course, t.section, t.assignment] })],
@@ -102,4 +106,82 @@ export const submissionEvents = sqliteTable(
     detail: text("detail").notNull().default(""),
   },
   (t) => [index("submission_events_by_submission").on(t.submissionId, t.id)],
+);
+
+/**
+ * Where a student's grade for an assignment goes, taken from their own verified LTI 1.1 launch.
+ * Preferred over the URL built from the course config.
+ */
+export const ltiLinks = sqliteTable(
+  "lti_links",
+  {
+    course: text("course").notNull(),
+    assignment: text("assignment").notNull(),
+    user: text("user").notNull(),
+    consumerKey: text("consumer_key").notNull(),
+    outcomeServiceUrl: text("outcome_service_url").notNull(),
+    resultSourcedId: text("result_sourcedid").notNull(),
+    resourceLinkId: text("resource_link_id"),
+    updatedAt: text("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.course, t.assignment, t.user] })],
+);
+
+/** Launch nonces seen inside the timestamp window, so a replayed launch is refused. */
+export const ltiNonces = sqliteTable(
+  "lti_nonces",
+  {
+    consumerKey: text("consumer_key").notNull(),
+    nonce: text("nonce").notNull(),
+    timestamp: integer("timestamp").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.consumerKey, t.nonce] }), index("lti_nonces_by_time").on(t.timestamp)],
+);
+
+export const PASSBACK_STATES = ["pending", "retrying", "delivered", "dead", "superseded", "disabled"] as const;
+export type PassbackState = (typeof PASSBACK_STATES)[number];
+
+/**
+ * The outbox: one row per graded submission, written in the same D1 transaction as the grade, and
+ * kept until the LMS acknowledges (`imsx_codeMajor` = success) or the retry window runs out.
+ */
+export const passbacks = sqliteTable(
+  "passbacks",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    submissionId: text("submission_id").notNull().unique(),
+    course: text("course").notNull(),
+    section: text("section").notNull(),
+    assignment: text("assignment").notNull(),
+    user: text("user").notNull(),
+    state: text("state", { enum: PASSBACK_STATES }).notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    /** Epoch milliseconds of the next try (pending/retrying only). */
+    nextAttemptAt: integer("next_attempt_at"),
+    /** The score sent in the last try. */
+    postedScore: real("posted_score"),
+    lastError: text("last_error"),
+    createdAt: text("created_at").notNull(),
+    deliveredAt: text("delivered_at"),
+    updatedAt: text("updated_at").notNull(),
+  },
+  (t) => [index("passbacks_due").on(t.state, t.nextAttemptAt), index("passbacks_by_student").on(t.course, t.assignment, t.user)],
+);
+
+/** Every try to post a grade, with what the LMS answered. */
+export const passbackAttempts = sqliteTable(
+  "passback_attempts",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    passbackId: integer("passback_id").notNull(),
+    at: text("at").notNull(),
+    messageId: text("message_id").notNull(),
+    url: text("url").notNull(),
+    score: real("score").notNull(),
+    httpStatus: integer("http_status"),
+    codeMajor: text("code_major"),
+    description: text("description").notNull(),
+    durationMs: integer("duration_ms").notNull(),
+  },
+  (t) => [index("passback_attempts_by_passback").on(t.passbackId, t.id)],
 );

@@ -9,6 +9,7 @@ import {
 } from "@otter-edge/shared";
 import { type Env, intSetting } from "../env.js";
 import { JobQueue, type JobRow } from "./queue.js";
+import { passbackOutbox } from "../passback/outbox.js";
 import { recordFailed, recordGrade, recordLeased, recordRequeued } from "./record.js";
 
 /** What the Dispatcher remembers about a runner's socket; kept on the socket so it survives hibernation. */
@@ -199,6 +200,7 @@ export class Dispatcher extends DurableObject<Env> {
     const current = this.queue.get(job.id);
     if (current && current.lease_token && current.lease_token !== lease.token) this.revokeOnSocket(current, "The job was graded by another attempt.");
     this.queue.remove(job.id);
+    if (recorded) this.ctx.waitUntil(this.logged(passbackOutbox(this.env).kick()));
     log("info", "result", { runner: session.runner, jobId: job.id, attempt: job.attempts, recorded, verdict: outcome.grade.verdict, score: outcome.grade.score });
     send(ws, { type: "ack", lease, accepted: recorded, ...(recorded ? {} : { reason: "already_final" }) });
   }

@@ -35,8 +35,8 @@ export async function recordFailed(db: D1Database, id: string, reason: string): 
 }
 
 /**
- * Records the grade of one attempt, in one D1 transaction. Returns false when the submission was
- * already final (graded by another attempt, or failed): then nothing is written.
+ * Records the grade of one attempt and its passback outbox row, in one D1 transaction. Returns false
+ * when the submission was already final (graded by another attempt, or failed): then nothing is written.
  */
 export async function recordGrade(db: D1Database, id: string, token: string, runner: string, grade: Grade): Promise<boolean> {
   const at = nowIso();
@@ -63,6 +63,13 @@ export async function recordGrade(db: D1Database, id: string, token: string, run
          SELECT ?1, ?2, 'graded', ?3 WHERE (SELECT graded_token FROM submissions WHERE id = ?1) = ?4`,
       )
       .bind(id, at, `${grade.verdict}: ${grade.points}/${grade.maxPoints} (score ${grade.score}) on runner ${runner}`, token),
+    // The outbox row for LTI passback, in the same transaction as the grade it will carry.
+    db
+      .prepare(
+        `INSERT OR IGNORE INTO passbacks (submission_id, course, section, assignment, user, state, attempts, next_attempt_at, created_at, updated_at)
+         SELECT id, course, section, assignment, user, 'pending', 0, ?2, ?3, ?3 FROM submissions WHERE id = ?1 AND graded_token = ?4`,
+      )
+      .bind(id, Date.now(), at, token),
   ]);
   return (update?.meta.changes ?? 0) > 0;
 }

@@ -1,9 +1,12 @@
 import { Hono } from "hono";
+import { and, desc, eq, inArray } from "drizzle-orm";
 import { requireAdmin } from "../auth/service-tokens.js";
 import { inspectAutograder, sha256Hex } from "../autograder.js";
 import { CourseConfig, loadCourseConfig } from "../course-config.js";
 import { database, nowIso } from "../db/client.js";
-import { assignments } from "../db/schema.js";
+import { PASSBACK_STATES, assignments, passbacks } from "../db/schema.js";
+import { passbackOutbox } from "../passback/outbox.js";
+import { passbackView } from "../passback/view.js";
 import { dispatcherFor } from "../dispatcher/stub.js";
 import type { Env } from "../env.js";
 import { ApiError } from "../errors.js";
@@ -44,3 +47,32 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
 });
 
 adminRoutes.get("/stats", async (c) => c.json(await dispatcherFor(c.env).stats()));
+
+adminRoutes.get("/passbacks", async (c) => {
+  const state = c.req.query("state");
+  if (state && !(PASSBACK_STATES as readonly string[]).includes(state)) {
+    throw new ApiError(400, "invalid_state", `state must be one of ${PASSBACK_STATES.join(", ")}.`);
+  }
+  const db = database(c.env.DB);
+  const rows = await db
+    .select()
+    .from(passbacks)
+    .where(state ? eq(passbacks.state, state as (typeof PASSBACK_STATES)[number]) : undefined)
+    .orderBy(desc(passbacks.id))
+    .limit(500);
+  return c.json({ passbacks: rows.map(passbackView) });
+});
+
+/** Sends a grade again now: for a dead passback after the LMS or the config was fixed. */
+adminRoutes.post("/passbacks/:id/retry", async (c) => {
+  const id = Number(c.req.param("id"));
+  const db = database(c.env.DB);
+  const [row] = await db
+    .update(passbacks)
+    .set({ state: "pending", nextAttemptAt: Date.now(), updatedAt: nowIso() })
+    .where(and(eq(passbacks.id, id), inArray(passbacks.state, ["dead", "retrying", "pending"])))
+    .returning();
+  if (!row) throw new ApiError(404, "passback_not_retryable", `No dead or retrying passback ${c.req.param("id")}.`);
+  await passbackOutbox(c.env).kick();
+  return c.json(passbackView(row));
+});

@@ -4,7 +4,8 @@ import { bodyLimit } from "hono/body-limit";
 import { asc, eq } from "drizzle-orm";
 import { type AppEnv, authenticate } from "../auth/authenticate.js";
 import { database } from "../db/client.js";
-import { submissionEvents, submissions, testResults } from "../db/schema.js";
+import { passbacks, submissionEvents, submissions, testResults } from "../db/schema.js";
+import { passbackView } from "../passback/view.js";
 import { intSetting } from "../env.js";
 import { ApiError, errorResponse } from "../errors.js";
 import { acceptSubmission } from "../intake.js";
@@ -45,10 +46,11 @@ export function submissionRoutes(prefix: string) {
   app.get("/api/v1/submissions/:id", authenticate(), async (c) => {
     const db = database(c.env.DB);
     const id = c.req.param("id");
-    const [rows, tests, events] = await db.batch([
+    const [rows, tests, events, passback] = await db.batch([
       db.select().from(submissions).where(eq(submissions.id, id)).limit(1),
       db.select().from(testResults).where(eq(testResults.submissionId, id)).orderBy(asc(testResults.name)),
       db.select().from(submissionEvents).where(eq(submissionEvents.submissionId, id)).orderBy(asc(submissionEvents.id)),
+      db.select().from(passbacks).where(eq(passbacks.submissionId, id)).limit(1),
     ]);
     const row = rows[0];
     if (!row) throw new ApiError(404, "submission_not_found", `No submission ${id}.`);
@@ -78,6 +80,7 @@ export function submissionRoutes(prefix: string) {
         ...(t.visibility === "hidden" ? {} : { output: t.output }),
       })),
       events: events.map((e) => ({ at: e.at, state: e.state, detail: e.detail })),
+      passback: passback[0] ? passbackView(passback[0]) : null,
     });
   });
 

@@ -1,0 +1,114 @@
+import { and, desc, eq } from "drizzle-orm";
+import { type Database, database, nowIso } from "../db/client.js";
+import { courseSections, passbackAttempts, passbacks, sectionAssignments, submissions } from "../db/schema.js";
+import { type Env, intSetting } from "../env.js";
+import { signBodyRequest } from "../lti/oauth.js";
+import { parseOutcomeResponse, replaceResultXml } from "../lti/outcomes-xml.js";
+import { resolveTarget } from "./target.js";
+
+export type PassbackRow = typeof passbacks.$inferSelect;
+
+export function passbackTiming(env: Env) {
+  return {
+    timeoutMs: intSetting(env.PASSBACK_TIMEOUT_MS, 15_000),
+    baseMs: intSetting(env.PASSBACK_BACKOFF_BASE_MS, 30_000),
+    maxMs: intSetting(env.PASSBACK_BACKOFF_MAX_MS, 60 * 60_000),
+    windowMs: intSetting(env.PASSBACK_RETRY_WINDOW_MS, 24 * 60 * 60_000),
+  };
+}
+
+/** Exponential backoff with full jitter in the upper half: base·2^(n-1), capped, times 0.5..1. */
+export function retryDelayMs(attempts: number, timing: { baseMs: number; maxMs: number }, random = Math.random()): number {
+  const ceiling = Math.min(timing.maxMs, timing.baseMs * 2 ** Math.max(0, attempts - 1));
+  return Math.round(ceiling * (0.5 + random / 2));
+}
+
+/** The submission whose grade the LMS should end with, under the assignment's policy. */
+async function policyChoice(db: Database, row: PassbackRow, policy: "latest" | "best") {
+  const mine = and(eq(submissions.course, row.course), eq(submissions.assignment, row.assignment), eq(submissions.user, row.user), eq(submissions.status, "graded"));
+  const order = policy === "best" ? [desc(submissions.score), desc(submissions.createdAt)] : [desc(submissions.createdAt)];
+  const [chosen] = await db.select({ id: submissions.id, score: submissions.score }).from(submissions).where(mine).orderBy(...order).limit(1);
+  return chosen;
+}
+
+async function settle(db: Database, row: PassbackRow, state: PassbackRow["state"], fields: Partial<PassbackRow> = {}) {
+  await db
+    .update(passbacks)
+    .set({ state, nextAttemptAt: state === "retrying" || state === "pending" ? fields.nextAttemptAt ?? Date.now() : null, updatedAt: nowIso(), ...fields })
+    .where(eq(passbacks.id, row.id));
+}
+
+/**
+ * One try at delivering one outbox row. Success is only `imsx_codeMajor` = success in the LMS's
+ * reply; anything else (HTTP error, time-out, failure, an unparseable reply) is retried with
+ * backoff until the retry window closes, then the row is parked as `dead` for staff.
+ */
+export async function deliverPassback(env: Env, row: PassbackRow): Promise<PassbackRow["state"]> {
+  const db = database(env.DB);
+  const timing = passbackTiming(env);
+
+  const [config] = await db
+    .select({ postGrades: courseSections.postGrades, policy: sectionAssignments.policy })
+    .from(sectionAssignments)
+    .innerJoin(courseSections, and(eq(courseSections.course, sectionAssignments.course), eq(courseSections.section, sectionAssignments.section)))
+    .where(and(eq(sectionAssignments.course, row.course), eq(sectionAssignments.section, row.section), eq(sectionAssignments.assignment, row.assignment)))
+    .limit(1);
+  if (config && !config.postGrades) {
+    await settle(db, row, "disabled", { lastError: "grade passback is switched off for this section (post_grade: false)" });
+    return "disabled";
+  }
+  // A late result of an older submission never overwrites the grade the policy picks.
+  const chosen = await policyChoice(db, row, config?.policy ?? "latest");
+  if (!chosen || chosen.id !== row.submissionId) {
+    await settle(db, row, "superseded", { lastError: `the ${config?.policy ?? "latest"} grade is submission ${chosen?.id ?? "none"}` });
+    return "superseded";
+  }
+  const score = chosen.score ?? 0;
+  const attempt = row.attempts + 1;
+  const now = Date.now();
+  const target = await resolveTarget(env, db, row);
+
+  let httpStatus: number | null = null;
+  let codeMajor: string | null = null;
+  let description: string;
+  let url = "";
+  const messageId = `otter-edge-${row.id}-${attempt}-${crypto.randomUUID()}`;
+  if ("error" in target) {
+    description = target.error;
+  } else {
+    url = target.url;
+    const body = new TextEncoder().encode(replaceResultXml({ messageId, sourcedId: target.sourcedId, score }));
+    const { authorization } = await signBodyRequest({ url: target.url, body, key: target.consumerKey, secret: target.secret });
+    try {
+      const res = await fetch(target.url, {
+        method: "POST",
+        headers: { "content-type": "application/xml", authorization },
+        body,
+        signal: AbortSignal.timeout(timing.timeoutMs),
+      });
+      httpStatus = res.status;
+      const reply = parseOutcomeResponse(await res.text());
+      codeMajor = reply?.codeMajor ?? null;
+      description = reply ? `${reply.codeMajor}: ${reply.description}` : `HTTP ${res.status} with no imsx_POXEnvelopeResponse in the reply`;
+    } catch (err) {
+      const name = (err as Error).name;
+      description = name === "TimeoutError" || name === "AbortError" ? `no reply within ${timing.timeoutMs} ms` : `request failed: ${String(err)}`;
+    }
+  }
+  const delivered = codeMajor === "success";
+  await db.insert(passbackAttempts).values({ passbackId: row.id, at: nowIso(), messageId, url, score, httpStatus, codeMajor, description: description.slice(0, 1000), durationMs: Date.now() - now });
+
+  if (delivered) {
+    await settle(db, row, "delivered", { attempts: attempt, postedScore: score, lastError: null, deliveredAt: nowIso() });
+    return "delivered";
+  }
+  const age = now - Date.parse(row.createdAt);
+  if (age >= timing.windowMs) {
+    await settle(db, row, "dead", { attempts: attempt, postedScore: score, lastError: description });
+    console.error(JSON.stringify({ level: "error", msg: "passback dead", passbackId: row.id, submissionId: row.submissionId, error: description }));
+    return "dead";
+  }
+  await settle(db, row, "retrying", { attempts: attempt, postedScore: score, lastError: description, nextAttemptAt: now + retryDelayMs(attempt, timing) });
+  console.warn(JSON.stringify({ level: "warn", msg: "passback will be retried", passbackId: row.id, attempt, error: description }));
+  return "retrying";
+}
