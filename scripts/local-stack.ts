@@ -131,18 +131,13 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
   return { process: child, output: () => lines.join(""), stop: (signal) => stopProcess(child, signal) };
 }
 
-/** Loads a course config and uploads an assignment's autograder through the admin API. */
+/** Loads a course config and uploads an assignment's autograder with the `otter-edge` admin CLI, as staff would. */
 export async function configureAssignment(gatewayUrl: string, adminToken: string, a: { configFile: string; course: string; assignment: string; autograderZip: string; timeoutSeconds?: number }) {
-  const auth = { authorization: `Bearer ${adminToken}` };
-  const config = await fetch(`${gatewayUrl}/api/v1/admin/config`, { method: "PUT", headers: { ...auth, "content-type": "application/json" }, body: await readFile(a.configFile) });
-  if (!config.ok) throw new Error(`loading ${a.configFile}: ${config.status} ${await config.text()}`);
-  const upload = await fetch(`${gatewayUrl}/api/v1/admin/assignments/${a.course}/${a.assignment}/autograder?timeout_seconds=${a.timeoutSeconds ?? 600}`, {
-    method: "PUT",
-    headers: { ...auth, "content-type": "application/zip" },
-    body: await readFile(a.autograderZip),
-  });
-  if (!upload.ok) throw new Error(`uploading ${a.autograderZip}: ${upload.status} ${await upload.text()}`);
-  return (await upload.json()) as { sha256: string; otter_version: string };
+  const cli = [join(ROOT, "gateway", "cli", "otter-edge.ts"), "--gateway", gatewayUrl];
+  const env = { OTTER_EDGE_ADMIN_TOKEN: adminToken };
+  await run(TSX, [...cli, "config", "load", a.configFile], env);
+  const out = await run(TSX, [...cli, "autograder", "upload", a.course, a.assignment, a.autograderZip, "--timeout-seconds", String(a.timeoutSeconds ?? 600)], env);
+  return JSON.parse(out) as { sha256: string; otter_version: string };
 }
 
 export async function submitNotebook(gatewayUrl: string, token: string, notebookPath: string, path = "/api/v1/submissions") {

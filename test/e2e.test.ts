@@ -2,8 +2,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Credentials, type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook, waitForFinal } from "../scripts/local-stack.js";
+import { type Credentials, type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook, waitFor, waitForFinal } from "../scripts/local-stack.js";
 import { otterRunDirectly } from "./support/direct-otter.js";
+import { LmsStandin } from "./support/lms.js";
 
 const SAMPLE = join(ROOT, "assignments", "sample");
 const AUTOGRADER = join(SAMPLE, "dist", "autograder.zip");
@@ -14,11 +15,14 @@ describe("end to end: wrangler dev gateway + runner + Docker + otter-grader", ()
   let credentials: Credentials;
   let gateway: Gateway;
   let runner: Runner;
+  let lms: LmsStandin;
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), "otter-edge-e2e-"));
     credentials = newCredentials(["alice", "bob"]);
-    gateway = await startGateway({ stateDir: join(work, "state"), credentials });
+    lms = await LmsStandin.start();
+    // Grades go to the LMS stand-in at the edX-shaped URL built from the sample's course config.
+    gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { LTI_CONSUMERS: `${lms.key}:${lms.secret}`, EDX_URL: lms.url } });
     await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: AUTOGRADER, timeoutSeconds: 300 });
     runner = startRunner({ gatewayUrl: gateway.url, token: credentials.runner, cacheDir: join(work, "cache"), capacity: 2 });
   });
@@ -26,6 +30,7 @@ describe("end to end: wrangler dev gateway + runner + Docker + otter-grader", ()
   afterAll(async () => {
     await runner?.stop();
     await gateway?.stop();
+    await lms?.stop();
     if (work) await rm(work, { recursive: true, force: true });
   });
 
@@ -58,6 +63,21 @@ describe("end to end: wrangler dev gateway + runner + Docker + otter-grader", ()
 
     const events = await gateway.query<{ state: string }>(`SELECT state FROM submission_events WHERE submission_id = '${submitted[0]!.id}' ORDER BY id`);
     expect(events.map((e) => e.state)).toEqual(["queued", "leased", "graded"]);
+
+    // The gradebook ends with the latest submission's grade (policy latest); the others are superseded or were overwritten.
+    const passbacks = await gateway.query<{ submission_id: string; state: string }>(
+      `SELECT p.submission_id, p.state FROM passbacks p JOIN submissions s ON s.id = p.submission_id ORDER BY s.created_at`,
+    );
+    await waitFor(
+      async () => (await gateway.query<{ n: number }>(`SELECT COUNT(*) AS n FROM passbacks WHERE state IN ('pending', 'retrying')`))[0]!.n === 0,
+      60_000,
+      () => `passbacks not settled: ${JSON.stringify(passbacks)}`,
+    );
+    const [latest] = await gateway.query<{ score: number }>(`SELECT score FROM submissions WHERE user = 'alice' ORDER BY created_at DESC, rowid DESC LIMIT 1`);
+    const received = await lms.grades();
+    expect(received.length).toBeGreaterThan(0);
+    expect(received.every((g) => g.sourcedId === "course-v1%3ADemoX+Demo101+2026:" + new URL(lms.url).host + "-sample-lti-block:alice")).toBe(true);
+    expect(Number(received.at(-1)!.textString)).toBe(latest!.score);
   });
 
   it("does not show one student's submission to another", async () => {

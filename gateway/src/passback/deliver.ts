@@ -1,4 +1,4 @@
-import { and, desc, eq } from "drizzle-orm";
+import { and, desc, eq, sql } from "drizzle-orm";
 import { type Database, database, nowIso } from "../db/client.js";
 import { courseSections, passbackAttempts, passbacks, sectionAssignments, submissions } from "../db/schema.js";
 import { type Env, intSetting } from "../env.js";
@@ -26,7 +26,9 @@ export function retryDelayMs(attempts: number, timing: { baseMs: number; maxMs: 
 /** The submission whose grade the LMS should end with, under the assignment's policy. */
 async function policyChoice(db: Database, row: PassbackRow, policy: "latest" | "best") {
   const mine = and(eq(submissions.course, row.course), eq(submissions.assignment, row.assignment), eq(submissions.user, row.user), eq(submissions.status, "graded"));
-  const order = policy === "best" ? [desc(submissions.score), desc(submissions.createdAt)] : [desc(submissions.createdAt)];
+  // rowid breaks ties between submissions made in the same millisecond: it follows insertion order.
+  const newest = [desc(submissions.createdAt), desc(sql`rowid`)];
+  const order = policy === "best" ? [desc(submissions.score), ...newest] : newest;
   const [chosen] = await db.select({ id: submissions.id, score: submissions.score }).from(submissions).where(mine).orderBy(...order).limit(1);
   return chosen;
 }

@@ -1,0 +1,46 @@
+import { readFile } from "node:fs/promises";
+
+/** A small client for the gateway's admin API, shared by the `otter-edge` CLI and the local stack. */
+export class AdminClient {
+  constructor(
+    readonly gatewayUrl: string,
+    private readonly token: string,
+  ) {}
+
+  private async call<T>(method: string, path: string, body?: Buffer, contentType?: string): Promise<T> {
+    const res = await fetch(new URL(`/api/v1/admin${path}`, this.gatewayUrl), {
+      method,
+      headers: { authorization: `Bearer ${this.token}`, ...(contentType ? { "content-type": contentType } : {}) },
+      body,
+    });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${text}`);
+    return JSON.parse(text) as T;
+  }
+
+  /** Loads a course config JSON file (course → section → {course_id, post_grade, assignments}). */
+  async loadConfig(file: string) {
+    return this.call<{ courses: number; sections: number; assignments: number }>("PUT", "/config", await readFile(file), "application/json");
+  }
+
+  async uploadAutograder(course: string, assignment: string, zipFile: string, timeoutSeconds = 600) {
+    return this.call<{ sha256: string; otter_version: string; timeout_seconds: number }>(
+      "PUT",
+      `/assignments/${encodeURIComponent(course)}/${encodeURIComponent(assignment)}/autograder?timeout_seconds=${timeoutSeconds}`,
+      await readFile(zipFile),
+      "application/zip",
+    );
+  }
+
+  listPassbacks(state?: string) {
+    return this.call<{ passbacks: Array<Record<string, unknown>> }>("GET", `/passbacks${state ? `?state=${encodeURIComponent(state)}` : ""}`);
+  }
+
+  retryPassback(id: number) {
+    return this.call<Record<string, unknown>>("POST", `/passbacks/${id}/retry`);
+  }
+
+  stats() {
+    return this.call<Record<string, unknown>>("GET", "/stats");
+  }
+}

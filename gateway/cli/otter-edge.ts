@@ -1,0 +1,68 @@
+/**
+ * `npm run otter-edge -- <command>`: administration of a gateway, local or deployed.
+ * Reads the gateway URL and admin token from --gateway/--admin-token or OTTER_EDGE_URL/OTTER_EDGE_ADMIN_TOKEN.
+ */
+import { parseArgs } from "node:util";
+import { AdminClient } from "./admin-client.js";
+
+const HELP = `otter-edge: administer an otter-edge gateway
+
+  otter-edge config load FILE                                 load the course config (JSON)
+  otter-edge autograder upload COURSE ASSIGNMENT ZIP [--timeout-seconds N]
+  otter-edge passbacks list [--state pending|retrying|delivered|dead|superseded|disabled]
+  otter-edge passbacks retry ID                               send a dead or retrying grade again now
+  otter-edge stats                                            queue depth, leases, runners
+
+Options: --gateway URL (OTTER_EDGE_URL, default http://127.0.0.1:8787)
+         --admin-token TOKEN (OTTER_EDGE_ADMIN_TOKEN)
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { gateway: { type: "string" }, "admin-token": { type: "string" }, "timeout-seconds": { type: "string" }, state: { type: "string" }, help: { type: "boolean" } },
+  });
+  if (values.help || positionals.length === 0) {
+    process.stdout.write(HELP);
+    return values.help ? 0 : 2;
+  }
+  const token = values["admin-token"] ?? process.env.OTTER_EDGE_ADMIN_TOKEN;
+  if (!token) {
+    process.stderr.write("otter-edge: an admin token is required (--admin-token or OTTER_EDGE_ADMIN_TOKEN)\n");
+    return 2;
+  }
+  const client = new AdminClient(values.gateway ?? process.env.OTTER_EDGE_URL ?? "http://127.0.0.1:8787", token);
+  const [group, action, ...rest] = positionals;
+  const print = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  switch (`${group} ${action ?? ""}`.trim()) {
+    case "config load":
+      if (!rest[0]) break;
+      print(await client.loadConfig(rest[0]));
+      return 0;
+    case "autograder upload":
+      if (rest.length < 3) break;
+      print(await client.uploadAutograder(rest[0]!, rest[1]!, rest[2]!, values["timeout-seconds"] ? Number(values["timeout-seconds"]) : undefined));
+      return 0;
+    case "passbacks list":
+      print(await client.listPassbacks(values.state));
+      return 0;
+    case "passbacks retry":
+      if (!rest[0]) break;
+      print(await client.retryPassback(Number(rest[0])));
+      return 0;
+    case "stats":
+      print(await client.stats());
+      return 0;
+  }
+  process.stderr.write(`otter-edge: unknown or incomplete command "${positionals.join(" ")}"\n\n${HELP}`);
+  return 2;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`otter-edge: ${(err as Error).message}\n`);
+    process.exit(1);
+  },
+);
