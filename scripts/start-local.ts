@@ -6,15 +6,20 @@
  */
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { ROOT, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook, waitForFinal } from "./local-stack.js";
+import { LmsStandin } from "../test/support/lms.js";
+import { ROOT, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook, waitFor, waitForFinal } from "./local-stack.js";
 
 const PORT = Number(process.env.PORT ?? 8787);
 const work = join(ROOT, ".otter-edge");
 const sample = join(ROOT, "assignments", "sample");
 
 const credentials = newCredentials(["alice", "bob"]);
+// Grades are posted over LTI 1.1 to the LMS stand-in (test/lti/lms_standin.py), which plays edX and
+// checks every signature with oauthlib.
+const lms = await LmsStandin.start();
+console.log(`LMS stand-in (edX outcome service) on ${lms.url}`);
 console.log(`starting the gateway on http://127.0.0.1:${PORT} (wrangler dev, local state in .otter-edge/state)`);
-const gateway = await startGateway({ stateDir: join(work, "state"), credentials, port: PORT });
+const gateway = await startGateway({ stateDir: join(work, "state"), credentials, port: PORT, vars: { LTI_CONSUMERS: `${lms.key}:${lms.secret}`, EDX_URL: lms.url } });
 const uploaded = await configureAssignment(gateway.url, credentials.admin, {
   configFile: join(sample, "course-config.json"),
   course: "demo101",
@@ -28,6 +33,7 @@ const stop = async () => {
   console.log("\nstopping…");
   await runner.stop();
   await gateway.stop();
+  await lms.stop();
   process.exit(0);
 };
 process.on("SIGINT", stop);
@@ -39,6 +45,17 @@ console.log("grading the sample notebook once…");
 const { status_url } = await submitNotebook(gateway.url, alice, notebook, "/services/otter_grade/");
 const result = await waitForFinal(status_url, alice);
 console.log(`\nsample graded: status=${result.status} verdict=${result.verdict} score=${result.score} (${result.points}/${result.max_points})`);
+let passback: Record<string, any> = {};
+await waitFor(
+  async () => {
+    passback = (await (await fetch(status_url, { headers: { authorization: `Bearer ${alice}` } })).json()) as Record<string, any>;
+    return !["pending", "retrying"].includes(passback.passback?.state);
+  },
+  60_000,
+  () => "the grade was not posted to the LMS stand-in in time",
+);
+const posted = (await lms.grades()).at(-1);
+console.log(`grade passback: ${passback.passback?.state}; the LMS stand-in received score ${posted?.textString} for ${posted?.sourcedId}`);
 
 const tokensFile = join(work, "tokens.json");
 await writeFile(tokensFile, JSON.stringify(credentials, null, 2), { mode: 0o600 });
