@@ -19,7 +19,7 @@ export class LocalVenvSandbox implements Sandbox {
   async otterVersions(): Promise<string[]> {
     try {
       const { stdout } = await promisify(execFile)(this.otterBin, ["--version"]);
-      const match = /version:?\s*v?([0-9][^\s]*)/i.exec(stdout);
+      const match = /Otter-Grader version:\s*v?([0-9]\S*)/i.exec(stdout);
       return match ? [match[1]!] : [];
     } catch (err) {
       throw new InfrastructureError(`cannot run ${this.otterBin}: ${(err as Error).message}`);
