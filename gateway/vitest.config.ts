@@ -12,7 +12,6 @@ export default defineProject({
         bindings: {
           TEST_MIGRATIONS: await readD1Migrations(here("./migrations")),
           DEV_USER_TOKENS: "alice:alice-token,bob:bob-token",
-          RUNNER_TOKENS: "runner-a:runner-a-token,runner-b:runner-b-token",
           ADMIN_TOKEN: "admin-token",
           MAX_SUBMISSION_BYTES: "200000",
         },

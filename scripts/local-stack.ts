@@ -20,13 +20,20 @@ export const QUIET_WRANGLER = { WRANGLER_SEND_METRICS: "false", WRANGLER_HIDE_BA
 
 export interface Credentials {
   admin: string;
+  /** Issued by startGateway through the admin CLI, as an operator would. */
   runner: string;
   students: Record<string, string>;
 }
 
 export function newCredentials(students: string[]): Credentials {
   const token = () => randomBytes(18).toString("base64url");
-  return { admin: token(), runner: token(), students: Object.fromEntries(students.map((s) => [s, token()])) };
+  return { admin: token(), runner: "", students: Object.fromEntries(students.map((s) => [s, token()])) };
+}
+
+/** Runs the `otter-edge` admin CLI against a gateway; returns its JSON output. */
+export async function adminCli<T = Record<string, unknown>>(gatewayUrl: string, adminToken: string, args: string[]): Promise<T> {
+  const out = await run(TSX, [join(ROOT, "gateway", "cli", "otter-edge.ts"), "--gateway", gatewayUrl, ...args], { OTTER_EDGE_ADMIN_TOKEN: adminToken });
+  return JSON.parse(out) as T;
 }
 
 export async function freePort(): Promise<number> {
@@ -71,7 +78,6 @@ export async function startGateway(opts: { stateDir: string; credentials: Creden
   const envFile = join(opts.stateDir, "gateway.env");
   const secrets = {
     ADMIN_TOKEN: opts.credentials.admin,
-    RUNNER_TOKENS: `local-runner:${opts.credentials.runner}`,
     DEV_USER_TOKENS: Object.entries(opts.credentials.students)
       .map(([user, token]) => `${user}:${token}`)
       .join(","),
@@ -88,6 +94,7 @@ export async function startGateway(opts: { stateDir: string; credentials: Creden
   if (child.stderr) child.stderr.on("data", (d: Buffer) => output.push(d.toString()));
   const url = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${url}/healthz`).catch(() => null))?.ok === true, 60_000, () => `gateway did not start:\n${output.join("").slice(-4000)}`, () => child.exitCode !== null);
+  opts.credentials.runner = (await adminCli<{ token: string }>(url, opts.credentials.admin, ["tokens", "create", "runner", "local-runner"])).token;
   return {
     url,
     stateDir: opts.stateDir,
@@ -133,11 +140,8 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
 
 /** Loads a course config and uploads an assignment's autograder with the `otter-edge` admin CLI, as staff would. */
 export async function configureAssignment(gatewayUrl: string, adminToken: string, a: { configFile: string; course: string; assignment: string; autograderZip: string; timeoutSeconds?: number }) {
-  const cli = [join(ROOT, "gateway", "cli", "otter-edge.ts"), "--gateway", gatewayUrl];
-  const env = { OTTER_EDGE_ADMIN_TOKEN: adminToken };
-  await run(TSX, [...cli, "config", "load", a.configFile], env);
-  const out = await run(TSX, [...cli, "autograder", "upload", a.course, a.assignment, a.autograderZip, "--timeout-seconds", String(a.timeoutSeconds ?? 600)], env);
-  return JSON.parse(out) as { sha256: string; otter_version: string };
+  await adminCli(gatewayUrl, adminToken, ["config", "load", a.configFile]);
+  return adminCli<{ sha256: string; otter_version: string }>(gatewayUrl, adminToken, ["autograder", "upload", a.course, a.assignment, a.autograderZip, "--timeout-seconds", String(a.timeoutSeconds ?? 600)]);
 }
 
 export async function submitNotebook(gatewayUrl: string, token: string, notebookPath: string, path = "/api/v1/submissions") {

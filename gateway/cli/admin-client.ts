@@ -40,6 +40,19 @@ export class AdminClient {
     return this.call<Record<string, unknown>>("POST", `/passbacks/${id}/retry`);
   }
 
+  createToken(kind: "runner" | "staff" | "admin", name: string, course?: string) {
+    const body = Buffer.from(JSON.stringify({ kind, name, ...(course ? { course } : {}) }));
+    return this.call<{ id: string; kind: string; name: string; course: string | null; token: string }>("POST", "/tokens", body, "application/json");
+  }
+
+  listTokens() {
+    return this.call<{ tokens: Array<Record<string, unknown>> }>("GET", "/tokens");
+  }
+
+  revokeToken(id: string) {
+    return this.call<{ id: string; revoked_at: string; disconnected: number }>("DELETE", `/tokens/${encodeURIComponent(id)}`);
+  }
+
   stats() {
     return this.call<Record<string, unknown>>("GET", "/stats");
   }

@@ -11,6 +11,9 @@ const HELP = `otter-edge: administer an otter-edge gateway
   otter-edge autograder upload COURSE ASSIGNMENT ZIP [--timeout-seconds N]
   otter-edge passbacks list [--state pending|retrying|delivered|dead|superseded|disabled]
   otter-edge passbacks retry ID                               send a dead or retrying grade again now
+  otter-edge tokens create runner|staff|admin NAME [--course C]  issue a token (printed once; staff need --course)
+  otter-edge tokens list
+  otter-edge tokens revoke ID                                 revoke now; a runner using it is disconnected
   otter-edge stats                                            queue depth, leases, runners
 
 Options: --gateway URL (OTTER_EDGE_URL, default http://127.0.0.1:8787)
@@ -21,7 +24,7 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { gateway: { type: "string" }, "admin-token": { type: "string" }, "timeout-seconds": { type: "string" }, state: { type: "string" }, help: { type: "boolean" } },
+    options: { gateway: { type: "string" }, "admin-token": { type: "string" }, "timeout-seconds": { type: "string" }, state: { type: "string" }, course: { type: "string" }, help: { type: "boolean" } },
   });
   if (values.help || positionals.length === 0) {
     process.stdout.write(HELP);
@@ -50,6 +53,19 @@ async function main(argv: string[]): Promise<number> {
     case "passbacks retry":
       if (!rest[0]) break;
       print(await client.retryPassback(Number(rest[0])));
+      return 0;
+    case "tokens create": {
+      const kind = rest[0];
+      if ((kind !== "runner" && kind !== "staff" && kind !== "admin") || !rest[1]) break;
+      print(await client.createToken(kind, rest[1], values.course));
+      return 0;
+    }
+    case "tokens list":
+      print(await client.listTokens());
+      return 0;
+    case "tokens revoke":
+      if (!rest[0]) break;
+      print(await client.revokeToken(rest[0]));
       return 0;
     case "stats":
       print(await client.stats());

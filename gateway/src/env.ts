@@ -13,9 +13,7 @@ export interface Env {
   MAX_ATTEMPTS: string;
   /** Local-development student credentials, `user:token,user2:token2`. Unset in production. */
   DEV_USER_TOKENS?: string;
-  /** Runner credentials, `runner-name:token,...`. */
-  RUNNER_TOKENS?: string;
-  /** Credential for the admin API (course config, autograder upload). */
+  /** Root credential of the admin API; it issues the runner, staff and admin tokens kept (hashed) in D1. */
   ADMIN_TOKEN?: string;
   /** LTI 1.1 consumer credentials shared with the LMS, `key:secret,...`. */
   LTI_CONSUMERS?: string;

@@ -20,7 +20,7 @@ describe("Dispatcher", () => {
   it("leases a queued job to a runner with a free slot and records the grade once", async () => {
     const a = uniqueAssignment("lease");
     const { sha256 } = await setUpAssignment(a);
-    const runner = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const runner = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
     const { id } = await submit(a);
 
     const lease = await runner.next("lease");
@@ -51,7 +51,7 @@ describe("Dispatcher", () => {
   it("refuses a result whose attempt token is not the lease's", async () => {
     const a = uniqueAssignment("stale");
     await setUpAssignment(a);
-    const runner = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const runner = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
     const { id } = await submit(a);
     const lease = await runner.next("lease");
     runner.send({ type: "result", lease: { jobId: id, token: "forged-token-0000000000" }, outcome: gradedOutcome(1) });
@@ -66,7 +66,7 @@ describe("Dispatcher", () => {
   it("gives a runner no more jobs than its capacity, and the next one when a slot frees", async () => {
     const a = uniqueAssignment("capacity");
     await setUpAssignment(a);
-    const runner = await TestRunner.connect("runner-a-token", { capacity: 2, otterVersions: [a.otterVersion] });
+    const runner = await TestRunner.connect("runner-a", { capacity: 2, otterVersions: [a.otterVersion] });
     const ids = [(await submit(a)).id, (await submit(a)).id, (await submit(a)).id];
     const first = await runner.next("lease");
     const second = await runner.next("lease");
@@ -83,7 +83,7 @@ describe("Dispatcher", () => {
   it("extends a lease on heartbeat, and never past the grading time limit", async () => {
     const a = uniqueAssignment("heartbeat");
     await setUpAssignment(a, 10);
-    const runner = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const runner = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
     const { id } = await submit(a);
     const lease = await runner.next("lease");
     const deadline = () => jobs((sql) => sql.exec<{ d: number; h: number }>("SELECT lease_deadline AS d, lease_hard_deadline AS h FROM jobs WHERE id = ?", id).one());
@@ -101,13 +101,13 @@ describe("Dispatcher", () => {
   it("takes an expired lease back, revokes it, and leases the job again with a new token", async () => {
     const a = uniqueAssignment("expiry");
     await setUpAssignment(a);
-    const quiet = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const quiet = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
     const { id } = await submit(a);
     const first = await quiet.next("lease");
     // The quiet runner stops taking work; a second runner is ready.
     quiet.send({ type: "ready", capacity: 0 });
     await settle(quiet);
-    const other = await TestRunner.connect("runner-b-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const other = await TestRunner.connect("runner-b", { capacity: 1, otterVersions: [a.otterVersion] });
 
     await jobs((sql) => sql.exec("UPDATE jobs SET lease_deadline = ? WHERE id = ?", Date.now() - 1, id));
     expect(await runDurableObjectAlarm(dispatcher())).toBe(true);
@@ -135,10 +135,10 @@ describe("Dispatcher", () => {
   it("requeues the leases of a runner that disconnects", async () => {
     const a = uniqueAssignment("disconnect");
     await setUpAssignment(a);
-    const leaving = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const leaving = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
     const { id } = await submit(a);
     const first = await leaving.next("lease");
-    const staying = await TestRunner.connect("runner-b-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const staying = await TestRunner.connect("runner-b", { capacity: 1, otterVersions: [a.otterVersion] });
     leaving.close();
     await jobs((sql) => sql.exec("UPDATE jobs SET not_before = 0 WHERE id = ?", id));
     await runDurableObjectAlarm(dispatcher());
@@ -151,7 +151,7 @@ describe("Dispatcher", () => {
   it("retries infrastructure errors without grading, then fails the submission with a reason after the last attempt", async () => {
     const a = uniqueAssignment("infra");
     await setUpAssignment(a);
-    const runner = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const runner = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
     const { id } = await submit(a);
     for (let attempt = 1; attempt <= 5; attempt++) {
       const lease = await runner.next("lease");
@@ -176,11 +176,11 @@ describe("Dispatcher", () => {
   it("only leases jobs to runners that have the assignment's otter-grader version", async () => {
     const a = uniqueAssignment("version");
     await setUpAssignment(a);
-    const wrong = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: ["6.0.0"] });
+    const wrong = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: ["6.0.0"] });
     const { id } = await submit(a);
     await settle(wrong);
     expect(wrong.has("lease")).toBe(false);
-    const right = await TestRunner.connect("runner-b-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const right = await TestRunner.connect("runner-b", { capacity: 1, otterVersions: [a.otterVersion] });
     expect((await right.next("lease")).job.submissionId).toBe(id);
     wrong.close();
     right.close();
@@ -189,13 +189,13 @@ describe("Dispatcher", () => {
   it("hands a released lease to another runner without using up an attempt", async () => {
     const a = uniqueAssignment("release");
     await setUpAssignment(a);
-    const draining = await TestRunner.connect("runner-a-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const draining = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
     const { id } = await submit(a);
     const first = await draining.next("lease");
     draining.send({ type: "ready", capacity: 0 });
     draining.send({ type: "release", lease: first.lease, reason: "shutting down" });
     await settle(draining);
-    const other = await TestRunner.connect("runner-b-token", { capacity: 1, otterVersions: [a.otterVersion] });
+    const other = await TestRunner.connect("runner-b", { capacity: 1, otterVersions: [a.otterVersion] });
     const second = await other.next("lease");
     expect(second.job.submissionId).toBe(id);
     expect(second.attempt).toBe(1);
@@ -204,7 +204,7 @@ describe("Dispatcher", () => {
   });
 
   it("answers a malformed runner message with a protocol error and keeps the socket", async () => {
-    const runner = await TestRunner.connect("runner-a-token", { capacity: 0, otterVersions: [] });
+    const runner = await TestRunner.connect("runner-a", { capacity: 0, otterVersions: [] });
     runner.send({ type: "result", lease: { jobId: "x" } });
     expect(await runner.next("error")).toMatchObject({ error: "bad_message" });
     await settle(runner);
@@ -212,6 +212,6 @@ describe("Dispatcher", () => {
   });
 
   it("refuses a runner without a valid token", async () => {
-    await expect(TestRunner.connect("wrong-token")).rejects.toThrow(/401.*invalid_runner_token/);
+    await expect(TestRunner.connectWithToken("wrong-token")).rejects.toThrow(/401.*invalid_runner_token/);
   });
 });

@@ -23,6 +23,23 @@ export async function adminFetch(path: string, init: RequestInit = {}) {
   return SELF.fetch(`${BASE}/api/v1/admin${path}`, { ...init, headers: { authorization: `Bearer ${ADMIN}`, ...(init.headers ?? {}) } });
 }
 
+const issued = new Map<string, Promise<{ id: string; token: string }>>();
+
+/** A token from the admin API, issued once per kind/name/course in a test file. */
+export function issueToken(t: { kind: "runner" | "staff" | "admin"; name: string; course?: string }): Promise<{ id: string; token: string }> {
+  const key = JSON.stringify(t);
+  if (!issued.has(key)) {
+    issued.set(
+      key,
+      adminFetch("/tokens", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(t) }).then(async (res) => {
+        if (res.status !== 201) throw new Error(`token: ${res.status} ${await res.text()}`);
+        return (await res.json()) as { id: string; token: string };
+      }),
+    );
+  }
+  return issued.get(key)!;
+}
+
 export function autograderZip(otterVersion: string): Uint8Array {
   return zipSync({ "otter_config.json": strToU8("{}"), "requirements.txt": strToU8(`otter-grader==${otterVersion}\n`), "tests/q1.py": strToU8("OK_FORMAT = True\n") });
 }
@@ -91,7 +108,12 @@ export class TestRunner {
     for (const w of waiters) w();
   }
 
-  static async connect(token = "runner-a-token", hello: { capacity: number; otterVersions: string[]; holding?: unknown[] } = { capacity: 1, otterVersions: [] }) {
+  /** Connects as the named runner, with a runner token issued for it through the admin API. */
+  static async connect(runner = "runner-a", hello: { capacity: number; otterVersions: string[]; holding?: unknown[] } = { capacity: 1, otterVersions: [] }) {
+    return TestRunner.connectWithToken((await issueToken({ kind: "runner", name: runner })).token, hello);
+  }
+
+  static async connectWithToken(token: string, hello: { capacity: number; otterVersions: string[]; holding?: unknown[] } = { capacity: 1, otterVersions: [] }) {
     const res = await SELF.fetch(`${BASE}/runner/v1/connect`, { headers: { upgrade: "websocket", authorization: `Bearer ${token}` } });
     if (res.status !== 101 || !res.webSocket) throw new Error(`connect: ${res.status} ${await res.text()}`);
     res.webSocket.accept();

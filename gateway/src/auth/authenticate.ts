@@ -1,6 +1,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { Env } from "../env.js";
 import { ApiError, errorResponse } from "../errors.js";
+import { type Principal, staffPrincipal } from "./service-tokens.js";
 import { bearerToken, findTokenOwner } from "./tokens.js";
 
 /** A verified student. `via` names the credential that proved it, for the logs. */
@@ -9,7 +10,7 @@ export interface Identity {
   via: string;
 }
 
-export type AppEnv = { Bindings: Env; Variables: { identity: Identity } };
+export type AppEnv = { Bindings: Env; Variables: { identity: Identity; principal?: Principal } };
 
 /**
  * One way of proving who a student is. Returns the identity, null when the request carries no
@@ -67,5 +68,16 @@ export function authenticate(chain: Authenticator[] = authenticators): Middlewar
       }
       throw err;
     }
+  };
+}
+
+/** For pages staff read too: a staff or admin token sets `principal`; anything else must be a verified student. */
+export function authenticateStudentOrStaff(): MiddlewareHandler<AppEnv> {
+  const student = authenticate();
+  return async (c, next) => {
+    const principal = await staffPrincipal(c.env, bearerToken(c.req.header("authorization")));
+    if (!principal) return student(c, next);
+    c.set("principal", principal);
+    return next();
   };
 }

@@ -1,28 +1,58 @@
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
+import { database } from "../db/client.js";
 import type { Env } from "../env.js";
 import { ApiError, errorResponse } from "../errors.js";
-import { bearerToken, findTokenOwner, tokensEqual } from "./tokens.js";
+import { findToken } from "./api-tokens.js";
+import { bearerToken, tokensEqual } from "./tokens.js";
 
-export type RunnerEnv = { Bindings: Env; Variables: { runner: string } };
+export type RunnerEnv = { Bindings: Env; Variables: { runner: string; runnerTokenId: string } };
 
-/** Runners present `Authorization: Bearer <runner token>`; the token names the runner. */
+/** Who is calling the staff/admin API: an admin sees everything, staff one course. */
+export type Principal = { role: "admin"; name: string } | { role: "staff"; name: string; course: string };
+export type StaffEnv = { Bindings: Env; Variables: { principal: Principal } };
+
+function refuse(c: Context, code: string, message: string) {
+  console.warn(JSON.stringify({ level: "warn", msg: "credential refused", path: c.req.path, error: code }));
+  return errorResponse(c, new ApiError(401, code, message));
+}
+
+/** Runners present `Authorization: Bearer <runner token>`, issued with `otter-edge tokens create runner NAME`. */
 export const requireRunner: MiddlewareHandler<RunnerEnv> = async (c, next) => {
-  const token = bearerToken(c.req.header("authorization"));
-  const runner = token ? await findTokenOwner(c.env.RUNNER_TOKENS, token) : null;
-  if (!runner) {
-    console.warn(JSON.stringify({ level: "warn", msg: "runner refused", path: c.req.path }));
-    return errorResponse(c, new ApiError(401, "invalid_runner_token", "A valid runner token is required."));
-  }
-  c.set("runner", runner);
+  const presented = bearerToken(c.req.header("authorization"));
+  const token = presented ? await findToken(database(c.env.DB), presented) : null;
+  if (!token || token.kind !== "runner") return refuse(c, "invalid_runner_token", "A valid runner token is required.");
+  c.set("runner", token.name);
+  c.set("runnerTokenId", token.id);
   return next();
 };
 
-/** The admin API (course config, autograder upload, stats) takes `ADMIN_TOKEN`; unset means closed. */
-export const requireAdmin: MiddlewareHandler<{ Bindings: Env }> = async (c, next) => {
-  const token = bearerToken(c.req.header("authorization"));
-  if (!c.env.ADMIN_TOKEN || !token || !(await tokensEqual(token, c.env.ADMIN_TOKEN))) {
-    console.warn(JSON.stringify({ level: "warn", msg: "admin refused", path: c.req.path }));
-    return errorResponse(c, new ApiError(401, "invalid_admin_token", "A valid admin token is required."));
-  }
+/**
+ * The staff principal behind a bearer token, or null when the token is none of ours. `ADMIN_TOKEN`
+ * (a Worker secret) is the root credential that issues all the others.
+ */
+export async function staffPrincipal(env: Env, presented: string | null): Promise<Principal | null> {
+  if (!presented) return null;
+  if (env.ADMIN_TOKEN && (await tokensEqual(presented, env.ADMIN_TOKEN))) return { role: "admin", name: "root" };
+  const token = await findToken(database(env.DB), presented);
+  if (token?.kind === "admin") return { role: "admin", name: token.name };
+  if (token?.kind === "staff" && token.course) return { role: "staff", name: token.name, course: token.course };
+  return null;
+}
+
+export const requireStaff: MiddlewareHandler<StaffEnv> = async (c, next) => {
+  const principal = await staffPrincipal(c.env, bearerToken(c.req.header("authorization")));
+  if (!principal) return refuse(c, "invalid_staff_token", "A valid staff or admin token is required.");
+  c.set("principal", principal);
   return next();
 };
+
+/** Staff act only on their own course. */
+export function assertCourse(principal: Principal, course: string): void {
+  if (principal.role === "staff" && principal.course !== course) {
+    throw new ApiError(403, "forbidden_course", `This staff token is for course "${principal.course}", not "${course}".`);
+  }
+}
+
+export function assertAdmin(principal: Principal): void {
+  if (principal.role !== "admin") throw new ApiError(403, "admin_only", "Only an admin token may do this.");
+}

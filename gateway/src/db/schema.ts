@@ -185,3 +185,24 @@ export const passbackAttempts = sqliteTable(
   },
   (t) => [index("passback_attempts_by_passback").on(t.passbackId, t.id)],
 );
+
+export const TOKEN_KINDS = ["runner", "staff", "admin"] as const;
+export type TokenKind = (typeof TOKEN_KINDS)[number];
+
+/**
+ * Credentials of runners and staff. Only a SHA-256 of each token is kept: a leaked database does
+ * not leak working tokens. A staff token is scoped to one course.
+ */
+export const apiTokens = sqliteTable(
+  "api_tokens",
+  {
+    id: text("id").primaryKey(),
+    kind: text("kind", { enum: TOKEN_KINDS }).notNull(),
+    name: text("name").notNull(),
+    course: text("course"),
+    tokenSha256: text("token_sha256").notNull().unique(),
+    createdAt: text("created_at").notNull(),
+    revokedAt: text("revoked_at"),
+  },
+  (t) => [index("api_tokens_by_kind").on(t.kind, t.name)],
+);

@@ -16,6 +16,8 @@ import { recordFailed, recordGrade, recordLeased, recordRequeued } from "./recor
 interface Session {
   sessionId: string;
   runner: string;
+  /** The runner token this socket authenticated with: revoking it closes the socket. */
+  tokenId: string;
   /** Jobs the runner is willing to hold at once; 0 until it says hello, and when draining. */
   capacity: number;
   otterVersions: string[];
@@ -58,6 +60,20 @@ export class Dispatcher extends DurableObject<Env> {
     await this.dispatch();
   }
 
+  /** Closes every socket opened with this runner token and requeues what they held. */
+  async disconnectToken(tokenId: string): Promise<number> {
+    const doomed = this.sessions().filter(({ session }) => session.tokenId === tokenId);
+    for (const { ws } of doomed) {
+      await this.onDisconnect(ws, "runner token revoked");
+      try {
+        ws.close(4001, "runner token revoked");
+      } catch {
+        // already closing
+      }
+    }
+    return doomed.length;
+  }
+
   /** Queue depth and runners, for staff and tests. */
   async stats() {
     return {
@@ -80,7 +96,7 @@ export class Dispatcher extends DurableObject<Env> {
     }
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
-    const session: Session = { sessionId: crypto.randomUUID(), runner, capacity: 0, otterVersions: [] };
+    const session: Session = { sessionId: crypto.randomUUID(), runner, tokenId: request.headers.get("x-otter-runner-token-id") ?? "", capacity: 0, otterVersions: [] };
     server.serializeAttachment(session);
     log("info", "runner connected", { runner, session: session.sessionId });
     return new Response(null, { status: 101, webSocket: client });

@@ -1,20 +1,24 @@
 import { Hono } from "hono";
 import { and, desc, eq, inArray } from "drizzle-orm";
-import { requireAdmin } from "../auth/service-tokens.js";
+import { z } from "zod";
+import { issueToken, revokeToken } from "../auth/api-tokens.js";
+import { type StaffEnv, assertAdmin, assertCourse, requireStaff } from "../auth/service-tokens.js";
 import { inspectAutograder, sha256Hex } from "../autograder.js";
 import { CourseConfig, loadCourseConfig } from "../course-config.js";
 import { database, nowIso } from "../db/client.js";
-import { PASSBACK_STATES, assignments, passbacks } from "../db/schema.js";
+import { PASSBACK_STATES, TOKEN_KINDS, apiTokens, assignments, passbacks } from "../db/schema.js";
 import { passbackOutbox } from "../passback/outbox.js";
 import { passbackView } from "../passback/view.js";
 import { dispatcherFor } from "../dispatcher/stub.js";
-import type { Env } from "../env.js";
 import { ApiError } from "../errors.js";
 
-/** Operator and staff administration. Everything here takes the admin token. */
-export const adminRoutes = new Hono<{ Bindings: Env }>();
+/**
+ * Operator and staff administration. Admin tokens (and the root ADMIN_TOKEN) may do everything;
+ * a staff token only what concerns its own course.
+ */
+export const adminRoutes = new Hono<StaffEnv>();
 
-adminRoutes.use("*", requireAdmin);
+adminRoutes.use("*", requireStaff);
 
 adminRoutes.put("/config", async (c) => {
   const parsed = CourseConfig.safeParse(await c.req.json().catch(() => undefined));
@@ -22,12 +26,14 @@ adminRoutes.put("/config", async (c) => {
     const issue = parsed.error.issues[0];
     throw new ApiError(400, "invalid_course_config", `Course config: ${issue?.path.join(".") || "body"}: ${issue?.message}.`);
   }
+  for (const course of Object.keys(parsed.data)) assertCourse(c.get("principal"), course);
   return c.json(await loadCourseConfig(c.env.DB, parsed.data));
 });
 
 const MAX_AUTOGRADER_BYTES = 50 * 1024 * 1024;
 
 adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
+  assertCourse(c.get("principal"), c.req.param("course"));
   const zip = new Uint8Array(await c.req.arrayBuffer());
   if (zip.byteLength === 0) throw new ApiError(400, "empty_upload", "Send the autograder.zip as the request body.");
   if (zip.byteLength > MAX_AUTOGRADER_BYTES) throw new ApiError(413, "payload_too_large", "An autograder.zip may be at most 50 MB.");
@@ -46,7 +52,10 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
   return c.json({ course: row.course, assignment: row.assignment, sha256, otter_version: otterVersion, timeout_seconds: timeoutSeconds });
 });
 
-adminRoutes.get("/stats", async (c) => c.json(await dispatcherFor(c.env).stats()));
+adminRoutes.get("/stats", async (c) => {
+  assertAdmin(c.get("principal"));
+  return c.json(await dispatcherFor(c.env).stats());
+});
 
 adminRoutes.get("/passbacks", async (c) => {
   const state = c.req.query("state");
@@ -54,10 +63,16 @@ adminRoutes.get("/passbacks", async (c) => {
     throw new ApiError(400, "invalid_state", `state must be one of ${PASSBACK_STATES.join(", ")}.`);
   }
   const db = database(c.env.DB);
+  const principal = c.get("principal");
   const rows = await db
     .select()
     .from(passbacks)
-    .where(state ? eq(passbacks.state, state as (typeof PASSBACK_STATES)[number]) : undefined)
+    .where(
+      and(
+        state ? eq(passbacks.state, state as (typeof PASSBACK_STATES)[number]) : undefined,
+        principal.role === "staff" ? eq(passbacks.course, principal.course) : undefined,
+      ),
+    )
     .orderBy(desc(passbacks.id))
     .limit(500);
   return c.json({ passbacks: rows.map(passbackView) });
@@ -67,6 +82,8 @@ adminRoutes.get("/passbacks", async (c) => {
 adminRoutes.post("/passbacks/:id/retry", async (c) => {
   const id = Number(c.req.param("id"));
   const db = database(c.env.DB);
+  const [existing] = await db.select({ course: passbacks.course }).from(passbacks).where(eq(passbacks.id, id)).limit(1);
+  if (existing) assertCourse(c.get("principal"), existing.course);
   const [row] = await db
     .update(passbacks)
     .set({ state: "pending", nextAttemptAt: Date.now(), updatedAt: nowIso() })
@@ -75,4 +92,36 @@ adminRoutes.post("/passbacks/:id/retry", async (c) => {
   if (!row) throw new ApiError(404, "passback_not_retryable", `No dead or retrying passback ${c.req.param("id")}.`);
   await passbackOutbox(c.env).kick();
   return c.json(passbackView(row));
+});
+
+const NewToken = z.object({
+  kind: z.enum(TOKEN_KINDS),
+  name: z.string().trim().min(1).max(100),
+  course: z.string().trim().min(1).max(100).optional(),
+});
+
+/** Issues a runner, staff or admin token; the secret is in this answer only. */
+adminRoutes.post("/tokens", async (c) => {
+  assertAdmin(c.get("principal"));
+  const parsed = NewToken.safeParse(await c.req.json().catch(() => undefined));
+  if (!parsed.success) throw new ApiError(400, "invalid_token_request", "Send {kind: runner|staff|admin, name, course (staff only)}.");
+  if ((parsed.data.kind === "staff") !== Boolean(parsed.data.course)) {
+    throw new ApiError(400, "invalid_token_request", "A staff token needs a course; runner and admin tokens take none.");
+  }
+  return c.json(await issueToken(database(c.env.DB), parsed.data), 201);
+});
+
+adminRoutes.get("/tokens", async (c) => {
+  assertAdmin(c.get("principal"));
+  const rows = await database(c.env.DB).select().from(apiTokens).orderBy(desc(apiTokens.createdAt));
+  return c.json({ tokens: rows.map((t) => ({ id: t.id, kind: t.kind, name: t.name, course: t.course, created_at: t.createdAt, revoked_at: t.revokedAt })) });
+});
+
+/** Revokes a token at once; a runner connected with it is disconnected and its jobs requeued. */
+adminRoutes.delete("/tokens/:id", async (c) => {
+  assertAdmin(c.get("principal"));
+  const row = await revokeToken(database(c.env.DB), c.req.param("id"));
+  if (!row) throw new ApiError(404, "token_not_found", `No live token ${c.req.param("id")}.`);
+  const disconnected = row.kind === "runner" ? await dispatcherFor(c.env).disconnectToken(row.id) : 0;
+  return c.json({ id: row.id, revoked_at: row.revokedAt, disconnected });
 });

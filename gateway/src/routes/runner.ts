@@ -15,6 +15,7 @@ runnerRoutes.get("/connect", async (c) => {
   // The Dispatcher trusts this header only because nothing but this Worker can reach it.
   const headers = new Headers(c.req.raw.headers);
   headers.set("x-otter-runner", c.get("runner"));
+  headers.set("x-otter-runner-token-id", c.get("runnerTokenId"));
   return dispatcherFor(c.env).fetch(new Request(c.req.url, { headers }));
 });
 

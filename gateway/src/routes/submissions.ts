@@ -2,7 +2,8 @@ import { Hono } from "hono";
 import { createFactory } from "hono/factory";
 import { bodyLimit } from "hono/body-limit";
 import { asc, eq } from "drizzle-orm";
-import { type AppEnv, authenticate } from "../auth/authenticate.js";
+import { type AppEnv, authenticate, authenticateStudentOrStaff } from "../auth/authenticate.js";
+import { assertCourse } from "../auth/service-tokens.js";
 import { database } from "../db/client.js";
 import { passbacks, submissionEvents, submissions, testResults } from "../db/schema.js";
 import { passbackView } from "../passback/view.js";
@@ -43,7 +44,7 @@ export function submissionRoutes(prefix: string) {
 
   app.post("/api/v1/submissions", ...submit);
 
-  app.get("/api/v1/submissions/:id", authenticate(), async (c) => {
+  app.get("/api/v1/submissions/:id", authenticateStudentOrStaff(), async (c) => {
     const db = database(c.env.DB);
     const id = c.req.param("id");
     const [rows, tests, events, passback] = await db.batch([
@@ -54,7 +55,9 @@ export function submissionRoutes(prefix: string) {
     ]);
     const row = rows[0];
     if (!row) throw new ApiError(404, "submission_not_found", `No submission ${id}.`);
-    if (row.user !== c.get("identity").user) throw new ApiError(403, "forbidden", "This submission belongs to another student.");
+    const principal = c.get("principal");
+    if (principal) assertCourse(principal, row.course);
+    else if (row.user !== c.get("identity").user) throw new ApiError(403, "forbidden", "This submission belongs to another student.");
     return c.json({
       id: row.id,
       user: row.user,
@@ -71,13 +74,13 @@ export function submissionRoutes(prefix: string) {
       created_at: row.createdAt,
       leased_at: row.leasedAt,
       finished_at: row.finishedAt,
-      // Hidden tests show their score but never their output, as otter intends.
+      // Hidden tests show students their score but never their output, as otter intends; staff see all.
       tests: tests.map((t) => ({
         name: t.name,
         score: t.score,
         max_score: t.maxScore,
         visibility: t.visibility,
-        ...(t.visibility === "hidden" ? {} : { output: t.output }),
+        ...(t.visibility === "hidden" && !principal ? {} : { output: t.output }),
       })),
       events: events.map((e) => ({ at: e.at, state: e.state, detail: e.detail })),
       passback: passback[0] ? passbackView(passback[0]) : null,
