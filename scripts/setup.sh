@@ -39,18 +39,20 @@ fi
 bash grading-image/build.sh
 
 # 5. A host Python environment: otter-grader at the image's exact pins (builds the sample assignment
-#    with `otter assign`, serves the runner's --unsandboxed mode) and the LTI stand-in's oauthlib.
+#    with `otter assign`, serves the runner's --unsandboxed mode), the LTI stand-in's oauthlib, and
+#    JupyterHub for the identity tests.
 OTTER_VERSION=$(sed -n 's/^otter-grader==\([^ ;#]*\).*/\1/p' grading-image/requirements.txt)
 VENV=$ROOT/.otter-edge/venv
 STAMP=$VENV/.requirements.sha256
-want=$(cat grading-image/requirements.txt test/lti/requirements.txt | sha256sum | cut -d' ' -f1)
+REQUIREMENTS=(grading-image/requirements.txt test/lti/requirements.txt test/hub/requirements.txt)
+want=$(cat "${REQUIREMENTS[@]}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   say "installing otter-grader $OTTER_VERSION and test tools in $VENV"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   # The image's wheels when build.sh left them here; the package index for anything else.
   links=(); [ -d grading-image/.wheels ] && links=(--find-links grading-image/.wheels)
-  "$VENV/bin/pip" install -q --disable-pip-version-check "${links[@]}" -r grading-image/requirements.txt -r test/lti/requirements.txt
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${links[@]}" $(printf -- '-r %s ' "${REQUIREMENTS[@]}")
   "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
   echo "$want" > "$STAMP"
 fi

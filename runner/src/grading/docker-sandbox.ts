@@ -78,6 +78,10 @@ export class DockerSandbox implements Sandbox {
           CapDrop: ["ALL"],
           SecurityOpt: ["no-new-privileges"],
           Ulimits: [{ Name: "nofile", Soft: 1024, Hard: 1024 }],
+          // The engine keeps everything the container writes to stdout/stderr in a log file on the
+          // host's disk, uncapped by default: a notebook writing to /proc/1/fd/1 fills it at tens of
+          // MB/s. We only ever read the last lines: 1 MiB per file (the engine may keep one rotated file).
+          LogConfig: { Type: "json-file", Config: { "max-size": "1m", "max-file": "1" } },
           ...(this.limits.runtime ? { Runtime: this.limits.runtime } : {}),
         },
       }),

@@ -1,0 +1,387 @@
+/**
+ * End-to-end overhead benchmark: what otter-edge adds on top of grading the same notebook directly.
+ *
+ *   A  otter-edge: POST /api/v1/submissions → status `graded`, with a real runner (Docker, capacity 1).
+ *      Measured by polling the status every 20 ms, and from the D1 timestamps created_at → finished_at
+ *      (independent of polling); broken down with the runner's own per-job `timings` log lines.
+ *   B  `docker run --rm --network none` of the grading image's default command on a bind-mounted job
+ *      directory (as test/support/direct-otter.ts does): the same image with no otter-edge around it.
+ *   C  `otter run` on the bare host (.otter-edge/venv), no container at all.
+ *   D  as B, but with the runner's sandbox flags (1 CPU, 2 GiB, pids 512, read-only root, tmpfs,
+ *      cap-drop ALL, no-new-privileges): separates what the limits cost from what otter-edge adds.
+ *
+ * The four run interleaved in rotating order (ABCD, BCDA, CDAB, …) so drift on a shared machine hits
+ * all three alike. Afterwards a few component timings (empty container, Python import of otter,
+ * kernel start) explain where B and C spend their time.
+ *
+ *   npm run bench:e2e
+ *   BENCH_PAIRS=10      rounds of A/B/C (default 10, at least 10 recommended)
+ *   BENCH_NOTEBOOK=full which sample submission to grade (full, partial, zero)
+ */
+import { execFile } from "node:child_process";
+import { chmod, chown, copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook } from "../scripts/local-stack.js";
+import { fmt, machine, median, percentile, sleep, summarize, table, writeResults } from "./lib.js";
+
+const exec = promisify(execFile);
+const SAMPLE = join(ROOT, "assignments", "sample");
+const AUTOGRADER = join(SAMPLE, "dist", "autograder.zip");
+const NOTEBOOK = join(SAMPLE, "submissions", `${process.env.BENCH_NOTEBOOK ?? "full"}.ipynb`);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_PAIRS ?? 10));
+const IMAGE = "otter-edge/grading:otter-7.0.0";
+const HOST_OTTER = join(ROOT, ".otter-edge", "venv", "bin", "otter");
+const HOST_PYTHON = join(ROOT, ".otter-edge", "venv", "bin", "python");
+const POLL_MS = 20;
+const GRADER_UID = 10001;
+
+type Kind = "A" | "B" | "C" | "D" | "S";
+
+/** The runner's defaults (runner/src/config.ts, docker-sandbox.ts), as `docker run` flags. */
+const SANDBOX_FLAGS = [
+  "--user", `10001:10001`,
+  "--memory", "2g", "--memory-swap", "2g",
+  "--cpus", "1",
+  "--pids-limit", "512",
+  "--read-only",
+  "--tmpfs", "/tmp:rw,nosuid,nodev,size=268435456",
+  "--tmpfs", "/home/grader:rw,nosuid,nodev,size=16m",
+  "--cap-drop", "ALL",
+  "--security-opt", "no-new-privileges",
+  "--ulimit", "nofile=1024:1024",
+];
+
+interface ARun {
+  id: string;
+  pollMs: number;
+  status: string;
+  points: number | null;
+}
+
+/** A: through otter-edge, timed from the POST to the first poll that sees `graded`. */
+async function runA(gateway: Gateway, token: string, pollEveryMs = POLL_MS): Promise<ARun> {
+  const t0 = performance.now();
+  const { id, status_url } = await submitNotebook(gateway.url, token, NOTEBOOK);
+  for (;;) {
+    const res = await fetch(status_url, { headers: { authorization: `Bearer ${token}` } });
+    const body = (await res.json()) as { status: string; points: number | null; message?: string };
+    if (body.status === "graded" || body.status === "failed") {
+      const pollMs = performance.now() - t0;
+      if (body.status !== "graded") throw new Error(`A: submission ${id} ${body.status}: ${body.message}`);
+      return { id, pollMs, status: body.status, points: body.points };
+    }
+    if (performance.now() - t0 > 300_000) throw new Error(`A: submission ${id} not graded within 300 s`);
+    await sleep(pollEveryMs);
+  }
+}
+
+/** A job directory owned by the grader uid, as test/support/direct-otter.ts prepares it. */
+async function jobDir(forContainer: boolean): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "otter-edge-bench-job-"));
+  await copyFile(NOTEBOOK, join(dir, "submission.ipynb"));
+  await copyFile(AUTOGRADER, join(dir, "autograder.zip"));
+  await mkdir(join(dir, "out"));
+  if (forContainer) {
+    for (const p of [dir, join(dir, "out"), join(dir, "submission.ipynb"), join(dir, "autograder.zip")]) await chown(p, GRADER_UID, GRADER_UID);
+    await chmod(dir, 0o755);
+  }
+  return dir;
+}
+
+async function pointsIn(dir: string): Promise<number> {
+  const results = JSON.parse(await readFile(join(dir, "out", "results.json"), "utf8")) as { score?: number; tests: Array<{ score?: number }> };
+  return results.score ?? results.tests.reduce((s, t) => s + (t.score ?? 0), 0);
+}
+
+/** B (D with the sandbox flags): the grading image's default command, bind-mounted job directory, no network. Setup is not timed. */
+async function runB(extraFlags: string[] = []): Promise<{ ms: number; points: number }> {
+  const dir = await jobDir(true);
+  try {
+    const t0 = performance.now();
+    await exec("docker", ["run", "--rm", "--network", "none", ...extraFlags, "-v", `${dir}:/job`, IMAGE], { maxBuffer: 16 * 1024 * 1024 });
+    const ms = performance.now() - t0;
+    return { ms, points: await pointsIn(dir) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** C: `otter run` on the host, in a temp directory. Setup is not timed. */
+async function runC(): Promise<{ ms: number; points: number }> {
+  const dir = await jobDir(false);
+  try {
+    const t0 = performance.now();
+    await exec(HOST_OTTER, ["run", "-a", "autograder.zip", "-o", "out", "submission.ipynb"], { cwd: dir, env: hostPythonEnv(), maxBuffer: 16 * 1024 * 1024 });
+    const ms = performance.now() - t0;
+    return { ms, points: await pointsIn(dir) };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The host's Python with a bytecode cache of its own: the grading image ships compiled .pyc files,
+ * but a host venv may have none (a fresh `pip install`, and PYTHONDONTWRITEBYTECODE=1 in the
+ * environment), and compiling otter's imports on every run would make C look slow for the wrong
+ * reason. The cache lives in the bench's temp directory and is filled by the warm-up run.
+ */
+let pycachePrefix = "";
+function hostPythonEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONPYCACHEPREFIX: pycachePrefix };
+  delete env.PYTHONDONTWRITEBYTECODE;
+  return env;
+}
+
+/** The runner's pino line for a graded job: {submissionId, timings: {createMs, startMs, runMs, totalMs}}. */
+function runnerTimings(output: string): Map<string, Record<string, number>> {
+  const byId = new Map<string, Record<string, number>>();
+  for (const line of output.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    try {
+      const entry = JSON.parse(line) as { msg?: string; submissionId?: string; timings?: Record<string, number> };
+      if (entry.msg === "graded" && entry.submissionId && entry.timings) byId.set(entry.submissionId, entry.timings);
+    } catch {
+      // not a log line
+    }
+  }
+  return byId;
+}
+
+async function timeCommand(cmd: string, args: string[], reps: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await exec(cmd, args, { maxBuffer: 16 * 1024 * 1024 });
+    out.push(performance.now() - t0);
+  }
+  return out;
+}
+
+/** Seconds → ms for Python's perf_counter figures printed as JSON by the snippet below. */
+const PY_COMPONENTS = `
+import json, time
+t0 = time.perf_counter(); import otter; t1 = time.perf_counter()
+from jupyter_client.manager import start_new_kernel
+t2 = time.perf_counter(); km, kc = start_new_kernel(); t3 = time.perf_counter()
+kc.stop_channels(); km.shutdown_kernel(now=False); t4 = time.perf_counter()
+print(json.dumps({"importOtterMs": (t1 - t0) * 1000, "kernelStartMs": (t3 - t2) * 1000, "kernelShutdownMs": (t4 - t3) * 1000}))
+`;
+
+async function pyComponents(inContainer: boolean, reps: number): Promise<Array<Record<string, number>>> {
+  const out: Array<Record<string, number>> = [];
+  for (let i = 0; i < reps; i++) {
+    const { stdout } = inContainer
+      ? await exec("docker", ["run", "--rm", "--network", "none", "--read-only", "--tmpfs", "/tmp", IMAGE, "python", "-c", PY_COMPONENTS])
+      : await exec(HOST_PYTHON, ["-c", PY_COMPONENTS], { cwd: tmpdir(), env: hostPythonEnv() });
+    out.push(JSON.parse(stdout.trim().split("\n").pop()!) as Record<string, number>);
+  }
+  return out;
+}
+
+const ms = (iso: string | null | undefined) => (iso ? Date.parse(iso) : Number.NaN);
+
+async function main() {
+  const work = await mkdtemp(join(tmpdir(), "otter-edge-bench-e2e-"));
+  pycachePrefix = join(work, "pycache");
+  const credentials = newCredentials(["alice"]);
+  const alice = credentials.students.alice!;
+  let gateway: Gateway | undefined;
+  let runner: Runner | undefined;
+  try {
+    console.log(`starting gateway and runner (capacity 1) in ${work} …`);
+    gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9" } });
+    await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: AUTOGRADER, timeoutSeconds: 300 });
+    runner = startRunner({ gatewayUrl: gateway.url, token: credentials.runner, cacheDir: join(work, "cache"), capacity: 1 });
+    const gw = gateway;
+    for (let i = 0; ; i++) {
+      const stats = (await (await fetch(`${gw.url}/api/v1/admin/stats`, { headers: { authorization: `Bearer ${credentials.admin}` } })).json()) as { runners: Array<{ capacity: number }> };
+      if (stats.runners.some((r) => r.capacity > 0)) break;
+      if (i > 600) throw new Error(`runner did not connect:\n${runner.output().slice(-3000)}`);
+      await sleep(100);
+    }
+
+    console.log("warm-up: one of each (not counted) …");
+    await runA(gw, alice);
+    await runB();
+    await runC();
+    await runB(SANDBOX_FLAGS);
+
+    const a: ARun[] = [];
+    // A again, but polled once a second: its D1 figure shows what 20 ms polling itself costs the machine.
+    const slow: ARun[] = [];
+    const b: number[] = [];
+    const c: number[] = [];
+    const d: number[] = [];
+    const points = new Set<number>();
+    const orders: Kind[][] = [
+      ["A", "B", "C", "D", "S"],
+      ["B", "C", "D", "S", "A"],
+      ["C", "D", "S", "A", "B"],
+      ["D", "S", "A", "B", "C"],
+      ["S", "A", "B", "C", "D"],
+    ];
+    for (let round = 0; round < ROUNDS; round++) {
+      const order = orders[round % orders.length]!;
+      for (const kind of order) {
+        if (kind === "A") {
+          const r = await runA(gw, alice);
+          a.push(r);
+          if (r.points !== null) points.add(r.points);
+        } else if (kind === "S") {
+          slow.push(await runA(gw, alice, 1000));
+        } else {
+          const r = kind === "B" ? await runB() : kind === "D" ? await runB(SANDBOX_FLAGS) : await runC();
+          (kind === "B" ? b : kind === "D" ? d : c).push(r.ms);
+          points.add(r.points);
+        }
+      }
+      console.log(`round ${round + 1}/${ROUNDS} (${order.join("")}): A ${fmt(a[a.length - 1]!.pollMs, 0)} ms, B ${fmt(b[b.length - 1]!, 0)} ms, C ${fmt(c[c.length - 1]!, 0)} ms, D ${fmt(d[d.length - 1]!, 0)} ms`);
+    }
+
+    // D1's own timestamps for the A runs: created (row inserted) → leased → finished (grade recorded).
+    let rows: Array<{ id: string; created_at: string; leased_at: string | null; finished_at: string | null }> = [];
+    for (let attempt = 1; attempt <= 5 && rows.length === 0; attempt++) {
+      try {
+        rows = await gw.query(`SELECT id, created_at, leased_at, finished_at FROM submissions WHERE id IN (${[...a, ...slow].map((r) => `'${r.id}'`).join(",")})`);
+      } catch (err) {
+        if (attempt === 5) console.warn(`D1 query failed: ${String(err).slice(0, 300)}`);
+        await sleep(500 * attempt);
+      }
+    }
+    const d1 = new Map(rows.map((r) => [r.id, r]));
+    const timings = runnerTimings(runner.output());
+    const breakdown = a.map((r) => {
+      const row = d1.get(r.id);
+      const t = timings.get(r.id) ?? {};
+      const createdToFinished = ms(row?.finished_at) - ms(row?.created_at);
+      const createdToLeased = ms(row?.leased_at) - ms(row?.created_at);
+      const leasedToFinished = ms(row?.finished_at) - ms(row?.leased_at);
+      const totalMs = t.totalMs ?? Number.NaN;
+      return {
+        id: r.id,
+        pollMs: r.pollMs,
+        createdToFinished,
+        createdToLeased,
+        leasedToFinished,
+        createMs: t.createMs ?? Number.NaN,
+        startMs: t.startMs ?? Number.NaN,
+        // runMs counts from the start call to the container's exit, so it includes startMs.
+        runAfterStartMs: (t.runMs ?? Number.NaN) - (t.startMs ?? Number.NaN),
+        // create → start: putArchive (copy in); exit → end: inspect, getArchive (copy out), logs.
+        copyAndInspectMs: totalMs - (t.createMs ?? Number.NaN) - (t.runMs ?? Number.NaN),
+        sandboxTotalMs: totalMs,
+        // Lease → grade recorded, outside the sandbox's timed part: blob fetch, container remove,
+        // result message, D1 write.
+        outsideSandboxMs: leasedToFinished - totalMs,
+        // POST → row exists, plus last recorded → poll saw it.
+        gatewayAndPollMs: r.pollMs - createdToFinished,
+      };
+    });
+
+    console.log("components (5 runs each) …");
+    const emptyContainer = await timeCommand("docker", ["run", "--rm", "--network", "none", IMAGE, "true"], 5);
+    const emptySandboxed = await timeCommand("docker", ["run", "--rm", "--network", "none", ...SANDBOX_FLAGS, IMAGE, "true"], 5);
+    // B with only the CPU cap: how much of D − B is the single CPU.
+    const cpus1: number[] = [];
+    for (let i = 0; i < 3; i++) cpus1.push((await runB(["--cpus", "1"])).ms);
+    const pyContainer = await pyComponents(true, 3);
+    const pyHost = await pyComponents(false, 3);
+    const pythonStartHost = await timeCommand(HOST_PYTHON, ["-c", "pass"], 5);
+
+    const aPoll = a.map((r) => r.pollMs);
+    const aD1 = breakdown.map((r) => r.createdToFinished).filter(Number.isFinite);
+    const slowD1 = slow.map((r) => ms(d1.get(r.id)?.finished_at) - ms(d1.get(r.id)?.created_at)).filter(Number.isFinite);
+    const mA = median(aPoll);
+    const mAd1 = median(aD1);
+    const mB = median(b);
+    const mC = median(c);
+    const mD = median(d);
+    const line = (name: string, v: number[]) => {
+      const s = summarize(v);
+      return [name, s.n, fmt(s.p50, 0), fmt(s.p90, 0), fmt(s.min, 0), fmt(s.max, 0)];
+    };
+    console.log(`\nEnd-to-end overhead (${new Date().toISOString()}), notebook ${NOTEBOOK.split("/").pop()}, ${ROUNDS} rounds, ${machine().cores} cores, Node ${process.version}; points seen: ${[...points].join(", ")}`);
+    console.log("Figures are noisy on a shared 2-core machine (other tests may be running): repeat a run when a figure looks off.\n");
+    console.log(
+      table(
+        ["path", "n", "median ms", "p90 ms", "min ms", "max ms"],
+        [
+          line("A otter-edge, POST → graded (poll 20 ms)", aPoll),
+          line("A otter-edge, D1 created_at → finished_at", aD1),
+          line("A polled every 1 s, D1 created_at → finished_at", slowD1),
+          line("B docker run (image default command)", b),
+          line("C otter run on the host", c),
+          line("D docker run with the runner's sandbox flags", d),
+        ],
+      ),
+    );
+    console.log(`\nA/B at the median: ${fmt(mA / mB, 2)} (D1 figure: ${fmt(mAd1 / mB, 2)})`);
+    console.log(`A/C at the median: ${fmt(mA / mC, 2)} (D1 figure: ${fmt(mAd1 / mC, 2)}); target A/C ≤ 1.10: ${mA / mC <= 1.1 ? "met" : "NOT met"}`);
+    console.log(`A/D at the median: ${fmt(mA / mD, 2)} (what otter-edge adds around the same sandbox)`);
+    console.log(`B/C at the median: ${fmt(mB / mC, 2)} (what the container alone costs); D/B: ${fmt(mD / mB, 2)} (what the sandbox limits cost)`);
+
+    const med = (k: keyof (typeof breakdown)[number]) => median(breakdown.map((r) => r[k] as number).filter(Number.isFinite));
+    console.log("\nA broken down (medians over the A runs, ms; runner timings from its pino `graded` lines):");
+    console.log(
+      table(
+        ["part", "median ms"],
+        [
+          ["POST → row in D1, and last write → poll saw it (gateway + polling)", fmt(med("gatewayAndPollMs"), 0)],
+          ["D1 created_at → leased_at (enqueue, dispatch, lease write)", fmt(med("createdToLeased"), 0)],
+          ["  runner: blob fetch + container remove + result + D1 grade write", fmt(med("outsideSandboxMs"), 0)],
+          ["  sandbox: image lookup + container create", fmt(med("createMs"), 0)],
+          ["  sandbox: copy in/out (putArchive, getArchive) + inspect + logs", fmt(med("copyAndInspectMs"), 0)],
+          ["  sandbox: container start call", fmt(med("startMs"), 0)],
+          ["  sandbox: start → exit (otter run in the container)", fmt(med("runAfterStartMs"), 0)],
+          ["D1 leased_at → finished_at (all of the runner's work)", fmt(med("leasedToFinished"), 0)],
+          ["A total (poll)", fmt(mA, 0)],
+        ],
+      ),
+    );
+    const pyMed = (rows: Array<Record<string, number>>, k: string) => median(rows.map((r) => r[k]!).filter((x) => x !== undefined));
+    console.log("\nComponents (medians, ms):");
+    console.log(
+      table(
+        ["component", "container", "host"],
+        [
+          ["docker run --rm --network none IMAGE true (empty container)", fmt(median(emptyContainer), 0), "-"],
+          ["the same with the runner's sandbox flags", fmt(median(emptySandboxed), 0), "-"],
+          ["B with only --cpus 1 (grading the notebook, 3 runs)", fmt(median(cpus1), 0), "-"],
+          ["python -c pass", "-", fmt(median(pythonStartHost), 0)],
+          ["import otter", fmt(pyMed(pyContainer, "importOtterMs"), 0), fmt(pyMed(pyHost, "importOtterMs"), 0)],
+          ["Jupyter kernel start (start_new_kernel)", fmt(pyMed(pyContainer, "kernelStartMs"), 0), fmt(pyMed(pyHost, "kernelStartMs"), 0)],
+          ["Jupyter kernel shutdown", fmt(pyMed(pyContainer, "kernelShutdownMs"), 0), fmt(pyMed(pyHost, "kernelShutdownMs"), 0)],
+        ],
+      ),
+    );
+
+    const file = await writeResults("e2e-overhead", {
+      at: new Date().toISOString(),
+      machine: machine(),
+      notebook: NOTEBOOK,
+      rounds: ROUNDS,
+      pollMs: POLL_MS,
+      points: [...points],
+      A: { poll: summarize(aPoll), d1: summarize(aD1), runs: breakdown },
+      Aslow: { pollEveryMs: 1000, d1: summarize(slowD1), runs: slowD1 },
+      B: { ...summarize(b), runs: b },
+      C: { ...summarize(c), runs: c },
+      D: { ...summarize(d), runs: d, flags: SANDBOX_FLAGS },
+      ratios: { AoverB: mA / mB, AoverC: mA / mC, AoverD: mA / mD, Ad1overB: mAd1 / mB, Ad1overC: mAd1 / mC, BoverC: mB / mC, DoverB: mD / mB },
+      components: { emptyContainer, emptySandboxed, cpus1, pythonStartHost, pyContainer, pyHost },
+      p90: { A: percentile([...aPoll].sort((x, y) => x - y), 90) },
+    });
+    console.log(`\nresults: ${file}`);
+  } finally {
+    await runner?.stop();
+    await gateway?.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});

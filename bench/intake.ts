@@ -1,0 +1,309 @@
+/**
+ * Intake benchmark: how many submissions per second the gateway accepts (`POST /api/v1/submissions`
+ * with the sample notebook), and at what latency, at concurrency 1, 50 and 200.
+ *
+ * A gateway under `wrangler dev` (its own temp state), the sample assignment configured, and a
+ * protocol-level consumer that grades every lease at once with a fixed grade, so the queue stays
+ * short and the Dispatcher does its real work (enqueue → lease → record) during the run. Loopback only.
+ *
+ *   npm run bench:intake
+ *   BENCH_LEVELS=1:300,50:2000,200:4000   concurrency:requests, comma separated (default shown)
+ *   BENCH_CONSUMER=0                      no consumer connected (jobs stay queued: intake cost alone)
+ *   BENCH_STUDENTS=10                     students in DEV_USER_TOKENS, submitting round robin
+ *   BENCH_GATEWAY_LOG=FILE                copy the gateway's (wrangler's) stdout and stderr to FILE
+ */
+import http from "node:http";
+import { createWriteStream } from "node:fs";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import WebSocket from "ws";
+import { type Gateway, ROOT, configureAssignment, newCredentials, startGateway } from "../scripts/local-stack.js";
+import { diffCpu, fmt, groupCpuMs, machine, sleep, summarize, table, writeResults } from "./lib.js";
+
+const SAMPLE = join(ROOT, "assignments", "sample");
+const LEVELS = (process.env.BENCH_LEVELS ?? "1:300,50:2000,200:4000").split(",").map((s) => {
+  const [c, n] = s.split(":").map(Number);
+  if (!c || !n) throw new Error(`BENCH_LEVELS entry "${s}" is not concurrency:requests`);
+  return { concurrency: c, requests: n };
+});
+const WITH_CONSUMER = process.env.BENCH_CONSUMER !== "0";
+const STUDENTS = Number(process.env.BENCH_STUDENTS ?? 10);
+const REQUEST_TIMEOUT_MS = 30_000;
+
+/** A runner that grades nothing: every lease is answered at once with a full grade. */
+class DrainingConsumer {
+  readonly counts = { leases: 0, accepted: 0, refused: 0, errors: 0 };
+
+  private constructor(private readonly socket: WebSocket) {
+    socket.on("message", (data) => {
+      const message = JSON.parse(data.toString()) as { type: string; lease?: { jobId: string; token: string }; accepted?: boolean };
+      if (message.type === "lease") {
+        this.counts.leases += 1;
+        socket.send(
+          JSON.stringify({
+            type: "result",
+            lease: message.lease,
+            outcome: {
+              kind: "graded",
+              grade: { verdict: "graded", score: 1, points: 5, maxPoints: 5, message: "", tests: [{ name: "q1", score: 5, maxScore: 5, visibility: "visible", output: "" }] },
+              timings: {},
+            },
+          }),
+        );
+      } else if (message.type === "ack") {
+        if (message.accepted) this.counts.accepted += 1;
+        else this.counts.refused += 1;
+      } else if (message.type === "error") this.counts.errors += 1;
+    });
+  }
+
+  static async connect(gatewayUrl: string, token: string, capacity: number, otterVersion: string): Promise<DrainingConsumer> {
+    const socket = new WebSocket(`${gatewayUrl.replace(/^http/, "ws")}/runner/v1/connect`, { headers: { authorization: `Bearer ${token}` } });
+    await new Promise<void>((resolve, reject) => {
+      socket.once("open", () => resolve());
+      socket.once("error", reject);
+    });
+    const consumer = new DrainingConsumer(socket);
+    socket.send(JSON.stringify({ type: "hello", protocol: 1, runner: "bench-consumer", capacity, otterVersions: [otterVersion], holding: [] }));
+    return consumer;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+interface LevelResult {
+  target: string;
+  concurrency: number;
+  requests: number;
+  statuses: Record<string, number>;
+  /** The first response body seen for each non-2xx status. */
+  samples: Record<string, string>;
+  accepted: number;
+  refused: number;
+  serverErrors: number;
+  networkErrors: number;
+  wallMs: number;
+  throughput: number;
+  acceptedPerSec: number;
+  latencyMs: ReturnType<typeof summarize>;
+  gatewayCpuMs: Record<string, number>;
+  gatewayCpuMsPerRequest: number;
+  benchCpuMs: number;
+  drainMs: number | null;
+}
+
+/** Issues `requests` requests with `concurrency` in flight, each on a keep-alive socket of its own. */
+async function runLevel(
+  gateway: Gateway,
+  target: string,
+  concurrency: number,
+  requests: number,
+  request: (agent: http.Agent, i: number) => http.RequestOptions,
+  body: Buffer | null,
+): Promise<Omit<LevelResult, "drainMs">> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
+  const latencies: number[] = [];
+  const statuses: Record<string, number> = {};
+  const samples: Record<string, string> = {};
+  let networkErrors = 0;
+  let issued = 0;
+  const one = (i: number) =>
+    new Promise<number>((resolve) => {
+      const req = http.request(request(agent, i), (res) => {
+        const status = res.statusCode ?? 0;
+        const keep = status >= 300 && samples[status] === undefined;
+        let text = "";
+        res.on("data", (d: Buffer) => {
+          if (keep && text.length < 300) text += d.toString();
+        });
+        res.on("end", () => {
+          if (keep) samples[status] = text.slice(0, 300);
+          resolve(status);
+        });
+        res.on("error", () => resolve(-1));
+      });
+      req.setTimeout(REQUEST_TIMEOUT_MS, () => req.destroy(new Error("timeout")));
+      req.on("error", () => resolve(-1));
+      req.end(body ?? undefined);
+    });
+  const cpu0 = groupCpuMs(gateway.process.pid!);
+  const bench0 = process.cpuUsage();
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (issued < requests) {
+        const i = issued++;
+        const start = performance.now();
+        const status = await one(i);
+        latencies.push(performance.now() - start);
+        if (status < 0) networkErrors += 1;
+        else statuses[status] = (statuses[status] ?? 0) + 1;
+      }
+    }),
+  );
+  const wallMs = performance.now() - t0;
+  const benchCpu = process.cpuUsage(bench0);
+  const gatewayCpuMs = diffCpu(groupCpuMs(gateway.process.pid!), cpu0);
+  agent.destroy();
+  const ok = Object.entries(statuses).reduce((n, [s, c]) => n + (s === "202" || s === "200" ? c : 0), 0);
+  const serverErrors = Object.entries(statuses).reduce((n, [s, c]) => n + (Number(s) >= 500 ? c : 0), 0);
+  const cpuTotal = Object.values(gatewayCpuMs).reduce((a, b) => a + b, 0);
+  return {
+    target,
+    concurrency,
+    requests,
+    statuses,
+    samples,
+    accepted: ok,
+    refused: requests - ok - networkErrors,
+    serverErrors,
+    networkErrors,
+    wallMs,
+    throughput: (requests / wallMs) * 1000,
+    acceptedPerSec: (ok / wallMs) * 1000,
+    latencyMs: summarize(latencies),
+    gatewayCpuMs,
+    gatewayCpuMsPerRequest: cpuTotal / requests,
+    benchCpuMs: (benchCpu.user + benchCpu.system) / 1000,
+  };
+}
+
+async function stats(gateway: Gateway, admin: string) {
+  const res = await fetch(`${gateway.url}/api/v1/admin/stats`, { headers: { authorization: `Bearer ${admin}` } });
+  return (await res.json()) as { pending: number; leased: number };
+}
+
+/** Waits until the consumer has drained the queue; returns how long that took (null: not within 120 s). */
+async function waitDrained(gateway: Gateway, admin: string): Promise<number | null> {
+  const t0 = performance.now();
+  while (performance.now() - t0 < 120_000) {
+    const s = await stats(gateway, admin);
+    if (s.pending === 0 && s.leased === 0) return performance.now() - t0;
+    await sleep(100);
+  }
+  return null;
+}
+
+/** D1 through `wrangler d1 execute`; retried, since the running gateway may hold the SQLite lock for a moment. */
+async function query<T>(gateway: Gateway, sql: string): Promise<T[]> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await gateway.query<T>(sql);
+    } catch (err) {
+      if (attempt >= 5) {
+        console.warn(`D1 query failed: ${String(err).slice(0, 300)}`);
+        return [];
+      }
+      await sleep(500 * attempt);
+    }
+  }
+}
+
+async function main() {
+  const work = await mkdtemp(join(tmpdir(), "otter-edge-bench-intake-"));
+  const students = Array.from({ length: STUDENTS }, (_, i) => `student${i}`);
+  const credentials = newCredentials(students);
+  const tokens = students.map((s) => credentials.students[s]!);
+  let gateway: Gateway | undefined;
+  let consumer: DrainingConsumer | undefined;
+  try {
+    console.log(`starting gateway (wrangler dev, state in ${work}) …`);
+    // EDX_URL on loopback: passback has no consumer secret configured, so it never posts; this makes
+    // sure that even if it did, nothing leaves the machine.
+    gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9" } });
+    if (process.env.BENCH_GATEWAY_LOG) {
+      const log = createWriteStream(process.env.BENCH_GATEWAY_LOG);
+      gateway.process.stdout?.on("data", (d: Buffer) => log.write(d));
+      gateway.process.stderr?.on("data", (d: Buffer) => log.write(d));
+    }
+    const uploaded = await configureAssignment(gateway.url, credentials.admin, {
+      configFile: join(SAMPLE, "course-config.json"),
+      course: "demo101",
+      assignment: "sample",
+      autograderZip: join(SAMPLE, "dist", "autograder.zip"),
+      timeoutSeconds: 300,
+    });
+    if (WITH_CONSUMER) consumer = await DrainingConsumer.connect(gateway.url, credentials.runner, 64, uploaded.otter_version);
+
+    const nb = JSON.parse(await readFile(join(SAMPLE, "submissions", "full.ipynb"), "utf8"));
+    const body = Buffer.from(JSON.stringify({ nb }));
+    const { hostname, port } = new URL(gateway.url);
+    const submit = (agent: http.Agent, i: number): http.RequestOptions => ({
+      agent,
+      host: hostname,
+      port,
+      path: "/api/v1/submissions",
+      method: "POST",
+      headers: { "content-type": "application/json", "content-length": body.length, authorization: `Bearer ${tokens[i % tokens.length]}` },
+    });
+    const healthz = (agent: http.Agent): http.RequestOptions => ({ agent, host: hostname, port, path: "/healthz", method: "GET" });
+
+    // Warm up: the first requests compile the Worker's code paths and open D1/R2/DO.
+    await runLevel(gateway, "warmup", 10, 200, submit, body);
+    if (consumer) await waitDrained(gateway, credentials.admin);
+
+    const results: LevelResult[] = [];
+    // The platform's floor: the same HTTP stack (wrangler's proxy → workerd → Hono) with no work.
+    results.push({ ...(await runLevel(gateway, "GET /healthz", 50, 2000, healthz, null)), drainMs: null });
+    for (const { concurrency, requests } of LEVELS) {
+      console.log(`POST /api/v1/submissions: concurrency ${concurrency}, ${requests} requests …`);
+      const r = await runLevel(gateway, "POST /api/v1/submissions", concurrency, requests, submit, body);
+      const drainMs = consumer ? await waitDrained(gateway, credentials.admin) : null;
+      results.push({ ...r, drainMs });
+    }
+
+    const d1 = await query<{ status: string; n: number }>(gateway, "SELECT status, COUNT(*) AS n FROM submissions GROUP BY status");
+    const events = await query<{ state: string; n: number }>(gateway, "SELECT state, COUNT(*) AS n FROM submission_events GROUP BY state");
+    // Why refused submissions failed (the gateway writes the enqueue error into the event's detail).
+    const failures = await query<{ detail: string; n: number }>(gateway, "SELECT substr(detail, 1, 300) AS detail, COUNT(*) AS n FROM submission_events WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC LIMIT 5");
+
+    console.log(`\nIntake benchmark (${new Date().toISOString()}), ${machine().cores} cores, Node ${process.version}; body ${body.length} B; ${STUDENTS} students; consumer ${WITH_CONSUMER ? "on (capacity 64, grades at once)" : "off"}`);
+    console.log("Figures are noisy on a shared 2-core machine: the load generator, wrangler and workerd share the cores. Repeat a run when a figure looks off.\n");
+    console.log(
+      table(
+        ["target", "conc", "requests", "accepted", "refused", "5xx", "net err", "req/s", "accepted/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "gw CPU ms/req", "drain ms"],
+        results.map((r) => [
+          r.target,
+          r.concurrency,
+          r.requests,
+          r.accepted,
+          r.refused === 0 ? 0 : `${r.refused} (${Object.entries(r.statuses).filter(([s]) => s !== "202" && s !== "200").map(([s, n]) => `${s}:${n}`).join(" ")})`,
+          r.serverErrors,
+          r.networkErrors,
+          fmt(r.throughput, 0),
+          fmt(r.acceptedPerSec, 0),
+          fmt(r.latencyMs.p50),
+          fmt(r.latencyMs.p90),
+          fmt(r.latencyMs.p99),
+          fmt(r.latencyMs.max),
+          fmt(r.gatewayCpuMsPerRequest, 2),
+          r.drainMs === null ? "-" : fmt(r.drainMs, 0),
+        ]),
+      ),
+    );
+    console.log("\ngateway CPU by process over each level (ms):");
+    for (const r of results) console.log(`  ${r.target} c=${r.concurrency}: ${Object.entries(r.gatewayCpuMs).map(([k, v]) => `${k} ${v}`).join(", ")}; bench client ${fmt(r.benchCpuMs, 0)}`);
+    console.log(`\nD1 submissions by status: ${d1.map((r) => `${r.status} ${r.n}`).join(", ")}; events: ${events.map((r) => `${r.state} ${r.n}`).join(", ")}`);
+    for (const r of results) for (const [status, text] of Object.entries(r.samples)) console.log(`c=${r.concurrency} first ${status} body: ${text.replace(/\s+/g, " ")}`);
+    for (const f of failures) console.log(`failed ×${f.n}: ${f.detail}`);
+    if (consumer) console.log(`consumer: ${JSON.stringify(consumer.counts)}`);
+    const best = results.filter((r) => r.target.startsWith("POST") && r.concurrency > 1);
+    const meets = best.some((r) => r.acceptedPerSec >= 1000 && r.latencyMs.p99 < 100 && r.serverErrors === 0);
+    console.log(`\ntarget (≥ 1,000 accepted/s with p99 < 100 ms and zero 5xx): ${meets ? "met" : "NOT met"} at concurrency ${best.map((r) => r.concurrency).join("/")}`);
+
+    const file = await writeResults("intake", { at: new Date().toISOString(), machine: machine(), bodyBytes: body.length, students: STUDENTS, consumer: WITH_CONSUMER ? consumer!.counts : null, levels: results, d1, events, failures });
+    console.log(`results: ${file}`);
+  } finally {
+    consumer?.close();
+    await gateway?.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});

@@ -1,0 +1,84 @@
+/**
+ * Small helpers shared by the benchmarks: percentiles, plain-text tables, CPU accounting of a
+ * process group from /proc, and writing a run's figures to bench/results/ (gitignored).
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import { mkdir, writeFile } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
+import { join } from "node:path";
+import { ROOT } from "../scripts/local-stack.js";
+
+export const RESULTS_DIR = join(ROOT, "bench", "results");
+
+/** Nearest-rank percentile of an ascending-sorted array (NaN when empty). */
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
+}
+
+export function median(values: number[]): number {
+  return percentile([...values].sort((a, b) => a - b), 50);
+}
+
+export function summarize(values: number[]) {
+  const s = [...values].sort((a, b) => a - b);
+  return { n: s.length, min: s[0] ?? Number.NaN, p50: percentile(s, 50), p90: percentile(s, 90), p99: percentile(s, 99), max: s[s.length - 1] ?? Number.NaN };
+}
+
+export const fmt = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : "-");
+
+/** A left-aligned first column, right-aligned numbers. */
+export function table(header: string[], rows: Array<Array<string | number>>): string {
+  const cells = [header, ...rows.map((r) => r.map(String))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? "").length)));
+  const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  return [line(cells[0]!), widths.map((w) => "-".repeat(w)).join("  "), ...cells.slice(1).map(line)].join("\n");
+}
+
+export function machine() {
+  return { cores: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30), node: process.version, cpu: cpus()[0]?.model ?? "unknown", loadavg: readFileSync("/proc/loadavg", "utf8").trim() };
+}
+
+export async function writeResults(name: string, data: unknown): Promise<string> {
+  await mkdir(RESULTS_DIR, { recursive: true });
+  const file = join(RESULTS_DIR, `${name}-${new Date().toISOString().replace(/[:.]/g, "-")}.json`);
+  await writeFile(file, JSON.stringify(data, null, 2) + "\n");
+  return file;
+}
+
+const TICK_MS = 10; // CLK_TCK is 100 on Linux x86-64
+
+/**
+ * CPU time (user + system, ms) used so far by every live process in a process group, by command
+ * name. startGateway/startRunner spawn detached children, so the group is the child's pid and
+ * holds wrangler (node) and workerd.
+ */
+export function groupCpuMs(pgid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const close = stat.lastIndexOf(")");
+    const comm = stat.slice(stat.indexOf("(") + 1, close);
+    const fields = stat.slice(close + 2).split(" ");
+    // fields[0] is state (field 3); pgrp is field 5, utime 14, stime 15.
+    if (Number(fields[2]) !== pgid) continue;
+    const ms = (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+    out[comm] = (out[comm] ?? 0) + ms;
+  }
+  return out;
+}
+
+export function diffCpu(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) out[k] = v - (before[k] ?? 0);
+  return out;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

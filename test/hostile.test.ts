@@ -1,0 +1,272 @@
+/**
+ * Hostile student notebooks (assignments/hostile, made by make_hostile.py) graded through the real
+ * system: one wrangler dev gateway, one runner (capacity 2) and the Docker engine. Each case must end
+ * in the verdict a student failure deserves, graded once (no retry: invariant 3), while the runner
+ * lives on and a correct notebook graded beside and after them still scores exactly 1.0.
+ *
+ * The time-to-contain table (lease → final, and submit → final) is printed in afterAll and written
+ * to .otter-edge/hostile-report.json.
+ *
+ * Three cases forge a full score today and are marked `it.fails`: they assert the secure outcome
+ * (score 0), so the day they are fixed vitest reports it. All three come from otter-grader's design,
+ * not from the sandbox: otter runs the tests inside the student's own kernel, reading test files
+ * from a directory that kernel can write, and everything in the container runs as one user.
+ *   - tamper-tests:   rewrites ./tests/q*.py (otter's copy in its grading directory) to `>>> True`.
+ *   - tamper-checker: replaces otter.test_files.ok_test.run_doctest in the kernel.
+ *   - tamper-late:    a setsid daemon overwrites /job/out/results.json after otter wrote it and
+ *                     before the container exits (otter's clean-up of its temp dir is the window).
+ *
+ * OTTER_EDGE_HOSTILE_DISK=1 adds disk-fill (2 GB written to /job, the job's volume on the host disk).
+ */
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Credentials, type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook, waitForFinal } from "../scripts/local-stack.js";
+
+const SAMPLE = join(ROOT, "assignments", "sample");
+const HOSTILE = join(ROOT, "assignments", "hostile");
+const AUTOGRADER = join(SAMPLE, "dist", "autograder.zip");
+const FULL = join(SAMPLE, "submissions", "full.ipynb");
+const TIME_LIMIT_S = 20;
+const MEMORY_BYTES = 512 * 1024 * 1024;
+const JOB_LABEL = "org.otter-edge.job";
+const REPORT = join(ROOT, ".otter-edge", "hostile-report.json");
+
+type Final = Record<string, any>;
+
+const CASES = [
+  "infinite-loop",
+  "fork-bomb",
+  "memory-bomb",
+  "network",
+  "secrets",
+  "tamper-results",
+  "tamper-tests",
+  "tamper-checker",
+  "tamper-late",
+  "print-flood",
+  "kill-kernel",
+  ...(process.env.OTTER_EDGE_HOSTILE_DISK === "1" ? ["disk-fill"] : []),
+] as const;
+
+async function docker(...args: string[]): Promise<string[]> {
+  const { stdout } = await promisify(execFile)("docker", args);
+  return stdout.split("\n").filter(Boolean);
+}
+
+/** Peak resident memory (VmHWM) of the runner's processes (tsx and the node it starts), in bytes. */
+async function runnerPeakRss(runner: Runner): Promise<number> {
+  let peak = 0;
+  for (const pid of await readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+      const pgrp = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[2]);
+      if (pgrp !== runner.process.pid) continue;
+      const hwm = /VmHWM:\s+(\d+) kB/.exec(await readFile(`/proc/${pid}/status`, "utf8"));
+      if (hwm) peak = Math.max(peak, Number(hwm[1]) * 1024);
+    } catch {
+      // gone
+    }
+  }
+  return peak;
+}
+
+/** Seconds between the last lease and the final state, from the submission's own event log. */
+function containSeconds(final: Final): number | null {
+  const events = (final.events ?? []) as Array<{ at: string; state: string }>;
+  const leased = events.filter((e) => e.state === "leased").at(-1);
+  const done = events.find((e) => e.state === "graded" || e.state === "failed");
+  return leased && done ? (Date.parse(done.at) - Date.parse(leased.at)) / 1000 : null;
+}
+
+describe("hostile notebooks through the real runner and Docker", () => {
+  let work: string;
+  let credentials: Credentials;
+  let gateway: Gateway;
+  let runner: Runner;
+  let student: string;
+  let danglingBefore: Set<string>;
+  const jobIds: string[] = [];
+  const finals = new Map<string, Promise<{ final: Final; seconds: number }>>();
+  const controls: Array<Promise<{ final: Final; seconds: number }>> = [];
+  const table: Array<Record<string, unknown>> = [];
+
+  function submit(path: string): Promise<{ final: Final; seconds: number }> {
+    const p = grade(path);
+    p.catch(() => undefined); // awaited (and reported) by its test
+    return p;
+  }
+
+  async function grade(path: string): Promise<{ final: Final; seconds: number }> {
+    const t0 = performance.now();
+    const { id, status_url } = await submitNotebook(gateway.url, student, path);
+    jobIds.push(id);
+    const final = await waitForFinal(status_url, student, 600_000);
+    return { final, seconds: (performance.now() - t0) / 1000 };
+  }
+
+  beforeAll(async () => {
+    danglingBefore = new Set(await docker("volume", "ls", "-q", "--filter", "dangling=true"));
+    work = await mkdtemp(join(tmpdir(), "otter-edge-hostile-"));
+    credentials = newCredentials(["mallory"]);
+    student = credentials.students.mallory!;
+    gateway = await startGateway({ stateDir: join(work, "state"), credentials });
+    await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: AUTOGRADER, timeoutSeconds: TIME_LIMIT_S });
+    runner = startRunner({
+      gatewayUrl: gateway.url,
+      token: credentials.runner,
+      cacheDir: join(work, "cache"),
+      capacity: 2,
+      env: { OTTER_EDGE_MEMORY_BYTES: String(MEMORY_BYTES), OTTER_EDGE_PIDS_LIMIT: "256" },
+    });
+    // Everything queued at once, in order, the runner grading two at a time: a correct notebook
+    // after every two hostile ones, so some share the node with an attack while it runs.
+    for (const [i, name] of CASES.entries()) {
+      finals.set(name, submit(join(HOSTILE, `${name}.ipynb`)));
+      if (i % 2 === 1) controls.push(submit(FULL));
+      // keep the queue order the order above
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    controls.push(submit(FULL));
+  }, 120_000);
+
+  afterAll(async () => {
+    await runner?.stop();
+    await gateway?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+    if (table.length) {
+      console.log(`hostile notebooks (time limit ${TIME_LIMIT_S} s, memory ${MEMORY_BYTES >> 20} MiB, pids 256):`);
+      console.table(table);
+      await mkdir(join(ROOT, ".otter-edge"), { recursive: true });
+      await writeFile(REPORT, JSON.stringify({ at: new Date().toISOString(), timeLimitSeconds: TIME_LIMIT_S, memoryBytes: MEMORY_BYTES, pidsLimit: 256, cases: table }, null, 2) + "\n");
+    }
+  });
+
+  /** The case's final state, recorded in the table; graded once, as a student verdict. */
+  async function outcome(name: string): Promise<Final> {
+    const { final, seconds } = await finals.get(name)!;
+    table.push({
+      case: name,
+      status: final.status,
+      verdict: final.verdict,
+      score: final.score,
+      contain_s: containSeconds(final),
+      submit_to_final_s: Math.round(seconds * 10) / 10,
+      message: String(final.message ?? "").slice(0, 80).replace(/\s+/g, " "),
+    });
+    expect(final.status, `${name}: ${final.message}`).toBe("graded");
+    // A student failure is a verdict on the first lease, never an infrastructure retry.
+    expect((final.events as Array<{ state: string }>).filter((e) => e.state === "leased")).toHaveLength(1);
+    return final;
+  }
+
+  const T = 600_000;
+
+  it("infinite-loop: stopped at the time limit, verdict timeout, score 0", async () => {
+    const final = await outcome("infinite-loop");
+    expect(final.verdict).toBe("timeout");
+    expect(final.score).toBe(0);
+    expect(final.message).toMatch(/ran too long/);
+    expect(containSeconds(final)!).toBeLessThan(TIME_LIMIT_S + 15);
+  }, T);
+
+  it("fork-bomb: held by the pids and memory caps, score 0", async () => {
+    const final = await outcome("fork-bomb");
+    expect(["timeout", "out_of_memory", "autograder_failed"]).toContain(final.verdict);
+    expect(final.score).toBe(0);
+    expect(containSeconds(final)!).toBeLessThan(TIME_LIMIT_S + 15);
+  }, T);
+
+  it("memory-bomb: OOM-killed, verdict out_of_memory, score 0", async () => {
+    const final = await outcome("memory-bomb");
+    expect(final.verdict).toBe("out_of_memory");
+    expect(final.score).toBe(0);
+    expect(final.message).toMatch(/memory/);
+  }, T);
+
+  it("network: nothing but loopback, every connection fails; the honest score 1.0 proves the probe ran and failed", async () => {
+    const final = await outcome("network");
+    expect(final.verdict).toBe("graded");
+    expect(final.score).toBe(1);
+  }, T);
+
+  it("secrets: no credential, socket, extra mount, capability or root; the honest score 1.0 proves nothing was found", async () => {
+    const final = await outcome("secrets");
+    expect(final.verdict).toBe("graded");
+    expect(final.score).toBe(1);
+  }, T);
+
+  it("tamper-results: a forged /job/out/results.json and a replaced /job/autograder.zip change nothing, score 0", async () => {
+    const final = await outcome("tamper-results");
+    expect(final.verdict).toBe("graded");
+    expect(final.score).toBe(0);
+    expect(final.points).toBe(0);
+    expect(final.max_points).toBe(5);
+  }, T);
+
+  // KNOWN GAP (otter-grader's design): the kernel can write otter's test files. Scores 1.0 today.
+  it.fails("tamper-tests: rewriting otter's test files does not raise the score", async () => {
+    const final = await outcome("tamper-tests");
+    expect(final.score).toBe(0);
+  }, T);
+
+  // KNOWN GAP (otter-grader's design): the tests run inside the student's kernel. Scores 1.0 today.
+  it.fails("tamper-checker: patching otter's doctest runner in the kernel does not raise the score", async () => {
+    const final = await outcome("tamper-checker");
+    expect(final.score).toBe(0);
+  }, T);
+
+  // KNOWN GAP (one user for grader and student in the container): a daemon rewrites results.json
+  // between otter writing it and the container exiting. Scores 1.0 today.
+  it.fails("tamper-late: a daemon overwriting results.json after otter does not raise the score", async () => {
+    const final = await outcome("tamper-late");
+    expect(final.score).toBe(0);
+  }, T);
+
+  it("print-flood: 100 MB printed and 100 MB to the container's stdout; grade completes, the runner holds none of it", async () => {
+    const final = await outcome("print-flood");
+    // otter keeps the printed output in its own (capped) memory; either it copes and the honest
+    // score stands, or it is killed, which is the student's out_of_memory.
+    if (final.verdict === "graded") expect(final.score).toBe(1);
+    else expect(final.verdict).toBe("out_of_memory");
+    expect(JSON.stringify(final).length).toBeLessThan(256 * 1024);
+    const peak = await runnerPeakRss(runner);
+    table.find((row) => row.case === "print-flood")!.runner_peak_rss_mib = Math.round(peak / 2 ** 20);
+    expect(peak).toBeLessThan(400 * 1024 * 1024);
+  }, T);
+
+  it("kill-kernel: the kernel's death is autograder_failed with a message, score 0", async () => {
+    const final = await outcome("kill-kernel");
+    expect(final.verdict).toBe("autograder_failed");
+    expect(final.score).toBe(0);
+    expect(final.message).toMatch(/Kernel died|exit code/);
+  }, T);
+
+  it.runIf(CASES.includes("disk-fill" as never))("disk-fill: 2 GB written to /job (no quota there); the job ends and its volume goes with it", async () => {
+    const final = await outcome("disk-fill");
+    expect(["graded", "timeout", "out_of_memory", "autograder_failed"]).toContain(final.verdict);
+  }, T);
+
+  it("grades a correct notebook at exactly 1.0 beside and after every attack, and leaves nothing behind", async () => {
+    await Promise.allSettled([...finals.values()]);
+    controls.push(submit(FULL)); // once every attack is over
+    for (const [i, control] of controls.entries()) {
+      const { final, seconds } = await control;
+      table.push({ case: `full.ipynb #${i + 1}`, status: final.status, verdict: final.verdict, score: final.score, contain_s: containSeconds(final), submit_to_final_s: Math.round(seconds * 10) / 10, message: "" });
+      expect(final.status, final.message).toBe("graded");
+      expect(final.verdict).toBe("graded");
+      expect(final.score).toBe(1);
+      expect(final.points).toBe(5);
+    }
+    // The runner is alive and connected, and every job's container and volume is gone.
+    expect(runner.process.exitCode).toBeNull();
+    expect(runner.process.signalCode).toBeNull();
+    for (const id of jobIds) expect(await docker("ps", "-a", "-q", "--filter", `label=${JOB_LABEL}=${id}`), `container of job ${id}`).toEqual([]);
+    const danglingAfter = await docker("volume", "ls", "-q", "--filter", "dangling=true");
+    expect(danglingAfter.filter((v) => !danglingBefore.has(v))).toEqual([]);
+  }, T);
+});
