@@ -55,6 +55,11 @@ export async function deliverPassback(env: Env, row: PassbackRow): Promise<Passb
     .innerJoin(courseSections, and(eq(courseSections.course, sectionAssignments.course), eq(courseSections.section, sectionAssignments.section)))
     .where(and(eq(sectionAssignments.course, row.course), eq(sectionAssignments.section, row.section), eq(sectionAssignments.assignment, row.assignment)))
     .limit(1);
+  if (!env.LTI_CONSUMERS) {
+    // A gateway without LTI credentials posts nothing: say so once instead of retrying for a day.
+    await settle(db, row, "disabled", { lastError: "this gateway has no LTI consumer configured (LTI_CONSUMERS)" });
+    return "disabled";
+  }
   if (config && !config.postGrades) {
     await settle(db, row, "disabled", { lastError: "grade passback is switched off for this section (post_grade: false)" });
     return "disabled";
