@@ -13,6 +13,19 @@ export interface Env {
   MAX_ATTEMPTS: string;
   /** Local-development student credentials, `user:token,user2:token2`. Unset in production. */
   DEV_USER_TOKENS?: string;
+  /** The JupyterHub REST API that vouches for students, e.g. `https://hub.example.edu/hub/api`. */
+  HUB_API_URL?: string;
+  /** Seconds a hub answer about a token is cached (valid or not); revocation takes effect within it. */
+  HUB_TOKEN_CACHE_SECONDS?: string;
+  /** Hub OAuth client of the `otter_grade` service: client id and secret (the service's api_token). */
+  HUB_OAUTH_CLIENT_ID?: string;
+  HUB_OAUTH_CLIENT_SECRET?: string;
+  /** The hub's public base URL for the browser's OAuth redirect, when it differs from HUB_API_URL's origin. */
+  HUB_PUBLIC_URL?: string;
+  /** Key that signs the gateway's session cookies. */
+  SESSION_SECRET?: string;
+  /** Browser origins (the course hubs) allowed to call the API with credentials, comma separated. */
+  HUB_ORIGINS?: string;
   /** Root credential of the admin API; it issues the runner, staff and admin tokens kept (hashed) in D1. */
   ADMIN_TOKEN?: string;
   /** LTI 1.1 consumer credentials shared with the LMS, `key:secret,...`. */

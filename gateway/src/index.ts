@@ -1,4 +1,7 @@
 import { Hono } from "hono";
+import { cors } from "hono/cors";
+import { authenticate } from "./auth/authenticate.js";
+import { authRoutes } from "./routes/auth.js";
 import type { AppEnv } from "./auth/authenticate.js";
 import { ApiError, errorResponse, internalErrorResponse } from "./errors.js";
 import { ltiRoutes } from "./lti/launch.js";
@@ -18,6 +21,23 @@ app.onError((err, c) => (err instanceof ApiError ? errorResponse(c, err) : inter
 app.notFound((c) => errorResponse(c, new ApiError(404, "not_found", `No route for ${c.req.method} ${c.req.path}.`)));
 
 app.get("/healthz", (c) => c.json({ ok: true }));
+
+// The Submit button may call the gateway on its own origin from the hub's pages: only configured
+// hub origins, with credentials (the session cookie).
+const hubCors = cors({
+  origin: (origin, c) => ((c.env as AppEnv["Bindings"]).HUB_ORIGINS ?? "").split(",").map((o) => o.trim()).filter(Boolean).includes(origin) ? origin : null,
+  credentials: true,
+  allowMethods: ["GET", "POST", "OPTIONS"],
+  allowHeaders: ["Content-Type", "Authorization"],
+  maxAge: 600,
+});
+app.use("/api/v1/submissions", hubCors);
+app.use("/api/v1/submissions/*", hubCors);
+app.use(`${HUB_SERVICE_PREFIX}/*`, hubCors);
+app.use(HUB_SERVICE_PREFIX, hubCors);
+
+app.route("/auth", authRoutes);
+app.get("/auth/whoami", authenticate(), (c) => c.json(c.get("identity")));
 
 // What the Submit buttons post today: `{"nb": ...}` to the hub service's root.
 const legacy = submissionRoutes(HUB_SERVICE_PREFIX);

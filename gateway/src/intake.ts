@@ -9,7 +9,7 @@ import type { Env } from "./env.js";
 import { ApiError } from "./errors.js";
 
 /** Turns a request body into a routed notebook, or says precisely what is wrong with it. */
-export function parseSubmission(rawBody: string): { notebook: Notebook; routing: OtterServiceRouting } {
+export function parseSubmission(rawBody: string): { notebook: Notebook; routing: OtterServiceRouting; claimedUsers: unknown[] } {
   let body: unknown;
   try {
     body = JSON.parse(rawBody);
@@ -43,7 +43,7 @@ export function parseSubmission(rawBody: string): { notebook: Notebook; routing:
     const issue = parsed.error.issues[0];
     throw new ApiError(400, "invalid_notebook", `The notebook is not valid nbformat 4: ${issue?.path.join(".") || "notebook"}: ${issue?.message}.`);
   }
-  return { notebook: parsed.data, routing: routing.data };
+  return { notebook: parsed.data, routing: routing.data, claimedUsers: [envelope.data.user, envelope.data.username].filter((u) => u !== undefined) };
 }
 
 /** The assignment's grader, if the course config knows this course, section and assignment. */
@@ -77,8 +77,13 @@ async function resolveAssignment(env: Env, routing: OtterServiceRouting) {
  * Stores and queues a submission. Order matters for "a 2xx is never lost": the notebook is in R2
  * and the row in D1 before the Dispatcher holds the job, and the client hears 202 only after all three.
  */
-export async function acceptSubmission(env: Env, identity: Identity, rawBody: string): Promise<{ id: string }> {
-  const { notebook, routing } = parseSubmission(rawBody);
+export async function acceptSubmission(env: Env, identity: Identity, rawBody: string, claimedInRequest: Array<string | undefined> = []): Promise<{ id: string }> {
+  const { notebook, routing, claimedUsers } = parseSubmission(rawBody);
+  // The verified identity is the only one; a request that claims another is refused, not silently re-owned.
+  const claimed = [...claimedUsers, ...claimedInRequest].filter((u) => u !== undefined);
+  if (claimed.some((u) => u !== identity.user)) {
+    throw new ApiError(403, "user_mismatch", `You are signed in as ${identity.user}; this submission names another user.`);
+  }
   const grader = await resolveAssignment(env, routing);
 
   const bytes = new TextEncoder().encode(JSON.stringify(notebook));

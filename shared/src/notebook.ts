@@ -22,4 +22,9 @@ export const Notebook = z.looseObject({
 export type Notebook = z.infer<typeof Notebook>;
 
 /** Body of `POST /services/otter_grade/` (what the hub's Submit buttons send) and `POST /api/v1/submissions`. */
-export const SubmitBody = z.object({ nb: z.unknown() });
+export const SubmitBody = z.object({
+  nb: z.unknown(),
+  /** Never trusted: a submission that names a user other than the verified one is refused. */
+  user: z.unknown().optional(),
+  username: z.unknown().optional(),
+});

@@ -1,7 +1,9 @@
 import type { Context, MiddlewareHandler } from "hono";
 import type { Env } from "../env.js";
 import { ApiError, errorResponse } from "../errors.js";
+import { hubUserForToken } from "./hub.js";
 import { type Principal, staffPrincipal } from "./service-tokens.js";
+import { sessionUser } from "./session.js";
 import { bearerToken, findTokenOwner } from "./tokens.js";
 
 /** A verified student. `via` names the credential that proved it, for the logs. */
@@ -13,19 +15,16 @@ export interface Identity {
 export type AppEnv = { Bindings: Env; Variables: { identity: Identity; principal?: Principal } };
 
 /**
- * One way of proving who a student is. Returns the identity, null when the request carries no
- * credential of this kind, or throws an ApiError when it carries one that is wrong.
+ * One way of proving who a student is. Returns the identity; null when the request carries no
+ * credential of this kind; "invalid" when it carries one this authenticator does not accept.
  */
 export interface Authenticator {
   name: string;
   configured(env: Env): boolean;
-  authenticate(c: Context<AppEnv>): Promise<Identity | null>;
+  authenticate(c: Context<AppEnv>): Promise<Identity | null | "invalid">;
 }
 
-/**
- * Local-development tokens from `DEV_USER_TOKENS`. The JupyterHub token and hub-OAuth session
- * authenticators plug in beside this one (see `authenticators` below).
- */
+/** Local-development tokens from `DEV_USER_TOKENS` (`user:token,…`). Leave unset in production. */
 export const devTokenAuthenticator: Authenticator = {
   name: "dev-token",
   configured: (env) => Boolean(env.DEV_USER_TOKENS),
@@ -33,12 +32,33 @@ export const devTokenAuthenticator: Authenticator = {
     const token = bearerToken(c.req.header("authorization"));
     if (!token) return null;
     const user = await findTokenOwner(c.env.DEV_USER_TOKENS, token);
-    if (!user) throw new ApiError(401, "invalid_credentials", "The token in the Authorization header is not valid.");
-    return { user, via: this.name };
+    return user ? { user, via: this.name } : "invalid";
   },
 };
 
-export const authenticators: Authenticator[] = [devTokenAuthenticator];
+/** A JupyterHub API token (`Authorization: token <t>`), vouched for by the hub itself. */
+export const hubTokenAuthenticator: Authenticator = {
+  name: "hub-token",
+  configured: (env) => Boolean(env.HUB_API_URL),
+  async authenticate(c) {
+    const token = bearerToken(c.req.header("authorization"));
+    if (!token) return null;
+    const verdict = await hubUserForToken(c.env, token);
+    return "user" in verdict ? { user: verdict.user, via: this.name } : "invalid";
+  },
+};
+
+/** The gateway's session cookie, set after the student logged in through hub OAuth. */
+export const sessionAuthenticator: Authenticator = {
+  name: "hub-session",
+  configured: (env) => Boolean(env.SESSION_SECRET && env.HUB_API_URL),
+  async authenticate(c) {
+    const user = await sessionUser(c);
+    return user === null || user === "invalid" ? user : { user, via: this.name };
+  },
+};
+
+export const authenticators: Authenticator[] = [devTokenAuthenticator, hubTokenAuthenticator, sessionAuthenticator];
 
 /**
  * Identity comes only from a verified credential: never from a Referer, a query string or a body
@@ -51,14 +71,17 @@ export function authenticate(chain: Authenticator[] = authenticators): Middlewar
       if (active.length === 0) {
         throw new ApiError(401, "authentication_not_configured", "This gateway has no way to verify students configured, so it accepts no submissions.");
       }
+      let refused = false;
       for (const authenticator of active) {
         const identity = await authenticator.authenticate(c);
-        if (identity) {
+        if (identity === "invalid") refused = true;
+        else if (identity) {
           c.set("identity", identity);
           return next();
         }
       }
-      throw new ApiError(401, "unauthenticated", "Sign in first: send a valid token in the Authorization header.", {
+      if (refused) throw new ApiError(401, "invalid_credentials", "The credential sent is not valid (unknown, revoked or expired); sign in again.");
+      throw new ApiError(401, "unauthenticated", "Sign in first: open /auth/login, or send your JupyterHub token in the Authorization header.", {
         "WWW-Authenticate": 'Bearer realm="otter-edge"',
       });
     } catch (err) {

@@ -35,7 +35,7 @@ export function submissionRoutes(prefix: string) {
         throw new ApiError(415, "unsupported_media_type", `Send the notebook as application/json, not "${type || "no content type"}".`);
       }
       const identity = c.get("identity");
-      const { id } = await acceptSubmission(c.env, identity, await c.req.text());
+      const { id } = await acceptSubmission(c.env, identity, await c.req.text(), [c.req.query("user"), c.req.header("x-otter-user")]);
       const statusUrl = new URL(`${prefix}/api/v1/submissions/${id}`, c.req.url).toString();
       console.log(JSON.stringify({ level: "info", msg: "submission accepted", id, user: identity.user }));
       return c.json({ id, status_url: statusUrl, message: "Your notebook was received and is queued for grading." }, 202);

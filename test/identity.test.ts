@@ -1,0 +1,127 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Credentials, type Gateway, ROOT, configureAssignment, freePort, newCredentials, startGateway } from "../scripts/local-stack.js";
+import { JupyterHub, loginAndAuthorize } from "./support/hub.js";
+
+const SAMPLE = join(ROOT, "assignments", "sample");
+
+/** Students proven by a real JupyterHub (hub API tokens and hub OAuth), never by what a request says of itself. */
+describe("identity from a real JupyterHub", () => {
+  let work: string;
+  let hub: JupyterHub;
+  let credentials: Credentials;
+  let gateway: Gateway;
+  let notebook: string;
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), "otter-edge-identity-"));
+    const port = await freePort();
+    hub = await JupyterHub.start({ gatewayUrl: `http://127.0.0.1:${port}` });
+    for (const user of ["alice", "bob", "dave"]) await hub.createUser(user);
+    // No DEV_USER_TOKENS: only the hub can vouch for a student here.
+    credentials = newCredentials([]);
+    gateway = await startGateway({
+      stateDir: join(work, "state"),
+      credentials,
+      port,
+      vars: {
+        HUB_API_URL: hub.apiUrl,
+        HUB_OAUTH_CLIENT_ID: hub.clientId,
+        HUB_OAUTH_CLIENT_SECRET: hub.serviceApiToken,
+        SESSION_SECRET: randomBytes(32).toString("base64url"),
+        HUB_ORIGINS: hub.url,
+      },
+    });
+    await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: join(SAMPLE, "dist", "autograder.zip") });
+    notebook = await readFile(join(SAMPLE, "submissions", "full.ipynb"), "utf8");
+  });
+
+  afterAll(async () => {
+    await gateway?.stop();
+    await hub?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  const submit = (headers: Record<string, string>, body = `{"nb": ${notebook}}`, url = `${gateway.url}/api/v1/submissions`) =>
+    fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body, redirect: "manual" });
+  const error = async (res: Response) => ((await res.json()) as { error: string }).error;
+
+  it("accepts a hub token and records the hub's name for it", async () => {
+    const { token } = await hub.createToken("alice");
+    const res = await submit({ authorization: `token ${token}` });
+    expect(res.status).toBe(202);
+    const { status_url } = (await res.json()) as { status_url: string };
+    const status = (await (await fetch(status_url, { headers: { authorization: `Bearer ${token}` } })).json()) as { user: string; events: Array<{ detail: string }> };
+    expect(status.user).toBe("alice");
+    expect(status.events[0]!.detail).toBe("submitted by alice via hub-token");
+  });
+
+  it("refuses revoked and unknown tokens, a service's token, and a forged Referer", async () => {
+    const revoked = await hub.createToken("alice");
+    await hub.revokeToken("alice", revoked.id);
+    for (const authorization of [`token ${revoked.token}`, "token not-a-hub-token", `token ${hub.serviceApiToken}`]) {
+      const res = await submit({ authorization });
+      expect(res.status).toBe(401);
+      expect(await error(res)).toBe("invalid_credentials");
+    }
+    const referer = await submit({ referer: `${hub.url}/user/alice/notebooks/sample.ipynb` });
+    expect([referer.status, await error(referer)]).toEqual([401, "unauthenticated"]);
+  });
+
+  it("refuses a submission that names another user than the verified one", async () => {
+    const { token } = await hub.createToken("bob");
+    for (const [body, query] of [[`{"nb": ${notebook}, "user": "alice"}`, ""], [`{"nb": ${notebook}}`, "?user=alice"]] as const) {
+      const res = await submit({ authorization: `token ${token}` }, body, `${gateway.url}/api/v1/submissions${query}`);
+      expect([res.status, await error(res)]).toEqual([403, "user_mismatch"]);
+    }
+  });
+
+  it("logs a student in through hub OAuth and accepts the session cookie it sets", async () => {
+    const login = await fetch(`${gateway.url}/auth/login?next=/auth/whoami`, { redirect: "manual" });
+    expect(login.status).toBe(302);
+    const stateCookie = login.headers.getSetCookie().find((c) => c.startsWith("oe_oauth_state="))!.split(";")[0]!;
+    const callback = await loginAndAuthorize("carol", hub.password, login.headers.get("location")!);
+    expect(callback.startsWith(`${gateway.url}/auth/callback?`)).toBe(true);
+
+    const done = await fetch(callback, { headers: { cookie: stateCookie }, redirect: "manual" });
+    expect(done.status).toBe(302);
+    expect(done.headers.get("location")).toBe("/auth/whoami");
+    const setCookie = done.headers.getSetCookie().find((c) => c.startsWith("oe_session="))!;
+    expect(setCookie).toMatch(/HttpOnly/i);
+    expect(setCookie).toMatch(/Secure/i);
+    expect(setCookie).toMatch(/SameSite=None/i);
+    const session = setCookie.split(";")[0]!;
+
+    const whoami = await fetch(`${gateway.url}/auth/whoami`, { headers: { cookie: session } });
+    expect(await whoami.json()).toEqual({ user: "carol", via: "hub-session" });
+    expect((await submit({ cookie: session })).status).toBe(202);
+
+    // A session cookie whose value was changed no longer verifies.
+    const forged = session.replace(/^oe_session=[^.]*/, `oe_session=${encodeURIComponent(JSON.stringify({ user: "alice", exp: 9e9 }))}`);
+    const refused = await submit({ cookie: forged });
+    expect([refused.status, await error(refused)]).toEqual([401, "invalid_credentials"]);
+    // A callback without the state cookie set by /auth/login is refused.
+    expect((await fetch(callback, { redirect: "manual" })).status).toBe(400);
+  });
+
+  it("answers the Submit button's POST forwarded by the hub's proxy to /services/otter_grade/", async () => {
+    const { token } = await hub.createToken("dave");
+    const res = await submit({ authorization: `token ${token}` }, `{"nb": ${notebook}}`, `${hub.url}/services/otter_grade/`);
+    expect(res.status).toBe(202);
+    const body = (await res.json()) as { status_url: string };
+    expect(body.status_url).toContain("/services/otter_grade/api/v1/submissions/");
+  });
+
+  it("allows CORS with credentials for the hub's origin only", async () => {
+    const preflight = (origin: string) =>
+      fetch(`${gateway.url}/api/v1/submissions`, { method: "OPTIONS", headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "content-type" } });
+    const allowed = await preflight(hub.url);
+    expect(allowed.headers.get("access-control-allow-origin")).toBe(hub.url);
+    expect(allowed.headers.get("access-control-allow-credentials")).toBe("true");
+    const other = await preflight("https://evil.example");
+    expect(other.headers.get("access-control-allow-origin")).toBeNull();
+  });
+});
