@@ -19,7 +19,7 @@ const credentials = newCredentials(["alice", "bob"]);
 const lms = await LmsStandin.start();
 console.log(`LMS stand-in (edX outcome service) on ${lms.url}`);
 console.log(`starting the gateway on http://127.0.0.1:${PORT} (wrangler dev, local state in .otter-edge/state)`);
-const gateway = await startGateway({ stateDir: join(work, "state"), credentials, port: PORT, vars: { LTI_CONSUMERS: `${lms.key}:${lms.secret}`, EDX_URL: lms.url } });
+const gateway = await startGateway({ stateDir: join(work, "state"), credentials, port: PORT, vars: { LTI_CONSUMERS: `${lms.key}:${lms.secret}`, EDX_URL: lms.url, SUBMIT_RATE_LIMITS: "on" } });
 const uploaded = await configureAssignment(gateway.url, credentials.admin, {
   configFile: join(sample, "course-config.json"),
   course: "demo101",

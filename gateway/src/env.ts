@@ -8,6 +8,9 @@ export interface Env {
   DISPATCHER: DurableObjectNamespace<Dispatcher>;
   PASSBACK: DurableObjectNamespace<PassbackOutbox>;
   MAX_SUBMISSION_BYTES: string;
+  SUBMIT_LIMIT_USER?: RateLimit;
+  SUBMIT_LIMIT_COURSE?: RateLimit;
+  SUBMIT_RATE_LIMITS?: string;
   LEASE_TTL_MS: string;
   HEARTBEAT_MS: string;
   MAX_ATTEMPTS: string;

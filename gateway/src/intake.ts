@@ -46,6 +46,21 @@ export function parseSubmission(rawBody: string): { notebook: Notebook; routing:
   return { notebook: parsed.data, routing: routing.data, claimedUsers: [envelope.data.user, envelope.data.username].filter((u) => u !== undefined) };
 }
 
+/** Refuses with 429 a student, or a course, submitting faster than the limits in wrangler.toml allow. */
+async function enforceRateLimits(env: Env, user: string, course: string): Promise<void> {
+  if (env.SUBMIT_RATE_LIMITS === "off") return;
+  const checks: Array<[RateLimit | undefined, string, string]> = [
+    [env.SUBMIT_LIMIT_USER, `user:${user}`, "rate_limited_user"],
+    [env.SUBMIT_LIMIT_COURSE, `course:${course}`, "rate_limited_course"],
+  ];
+  for (const [limiter, key, code] of checks) {
+    if (limiter && !(await limiter.limit({ key })).success) {
+      const who = code === "rate_limited_user" ? "You are" : `Course ${course} is`;
+      throw new ApiError(429, code, `${who} submitting faster than allowed; wait a minute and submit again.`, { "Retry-After": "60" });
+    }
+  }
+}
+
 /** The assignment's grader, if the course config knows this course, section and assignment. */
 async function resolveAssignment(env: Env, routing: OtterServiceRouting) {
   const db = database(env.DB);
@@ -84,6 +99,7 @@ export async function acceptSubmission(env: Env, identity: Identity, rawBody: st
   if (claimed.some((u) => u !== identity.user)) {
     throw new ApiError(403, "user_mismatch", `You are signed in as ${identity.user}; this submission names another user.`);
   }
+  await enforceRateLimits(env, identity.user, routing.course);
   const grader = await resolveAssignment(env, routing);
 
   const bytes = new TextEncoder().encode(JSON.stringify(notebook));

@@ -126,3 +126,32 @@ describe("submission intake", () => {
     expect(((await res.json()) as { error: string }).error).toBe("not_found");
   });
 });
+
+describe("submission rate limits", () => {
+  it("answers 429 with Retry-After once a student passes the per-minute limit, and counts students apart", async () => {
+    const a = uniqueAssignment("ratelimit");
+    await setUpAssignment(a);
+    const limited = { ...env, SUBMIT_RATE_LIMITS: "on" };
+    const send = (token: string) =>
+      app.fetch(
+        new Request(`${BASE}/api/v1/submissions`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+          body: JSON.stringify({ nb: notebook({ course: a.course, section: a.section, assignment: a.assignment }) }),
+        }),
+        limited,
+        createExecutionContext(),
+      );
+    const statuses: number[] = [];
+    let refusal: Response | undefined;
+    for (let i = 0; i < 40 && !refusal; i++) {
+      const res = await send(ALICE);
+      statuses.push(res.status);
+      if (res.status === 429) refusal = res;
+    }
+    expect(statuses.filter((s) => s === 202).length).toBe(30);
+    expect(refusal!.headers.get("retry-after")).toBe("60");
+    expect(((await refusal!.json()) as { error: string }).error).toBe("rate_limited_user");
+    expect((await send("bob-token")).status).toBe(202);
+  });
+});
