@@ -20,7 +20,7 @@ describe("identity from a real JupyterHub", () => {
     work = await mkdtemp(join(tmpdir(), "otter-edge-identity-"));
     const port = await freePort();
     hub = await JupyterHub.start({ gatewayUrl: `http://127.0.0.1:${port}` });
-    for (const user of ["alice", "bob", "dave"]) await hub.createUser(user);
+    for (const user of ["alice", "bob", "dave", "erin"]) await hub.createUser(user);
     // No DEV_USER_TOKENS: only the hub can vouch for a student here.
     credentials = newCredentials([]);
     gateway = await startGateway({
@@ -69,6 +69,14 @@ describe("identity from a real JupyterHub", () => {
     }
     const referer = await submit({ referer: `${hub.url}/user/alice/notebooks/sample.ipynb` });
     expect([referer.status, await error(referer)]).toEqual([401, "unauthenticated"]);
+  });
+
+  it("caches the hub's answer: a token revoked after use still passes within HUB_TOKEN_CACHE_SECONDS", async () => {
+    const { id, token } = await hub.createToken("erin");
+    expect((await submit({ authorization: `token ${token}` })).status).toBe(202);
+    await hub.revokeToken("erin", id);
+    expect((await hub.whoami(token)).status).toBe(403); // the hub itself already refuses it
+    expect((await submit({ authorization: `token ${token}` })).status).toBe(202); // answered from the 60 s cache
   });
 
   it("refuses a submission that names another user than the verified one", async () => {

@@ -3,11 +3,13 @@ import { sha256Hex } from "../autograder.js";
 import { type Database, nowIso } from "../db/client.js";
 import { type TokenKind, apiTokens } from "../db/schema.js";
 
+export const ISSUED_TOKEN_PREFIX = "oe_";
+
 function randomToken(kind: TokenKind): string {
   const bytes = crypto.getRandomValues(new Uint8Array(32));
   const text = btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
   // The prefix tells a human (or a secret scanner) what a leaked token is.
-  return `oe_${kind}_${text}`;
+  return `${ISSUED_TOKEN_PREFIX}${kind}_${text}`;
 }
 
 /** Creates a token; its plain text is returned once and never stored. */

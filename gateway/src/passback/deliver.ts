@@ -1,10 +1,10 @@
 import { and, desc, eq, sql } from "drizzle-orm";
 import { type Database, database, nowIso } from "../db/client.js";
-import { courseSections, passbackAttempts, passbacks, sectionAssignments, submissions } from "../db/schema.js";
+import { passbackAttempts, passbacks, submissions } from "../db/schema.js";
 import { type Env, intSetting } from "../env.js";
 import { signBodyRequest } from "../lti/oauth.js";
 import { parseOutcomeResponse, replaceResultXml } from "../lti/outcomes-xml.js";
-import { resolveTarget } from "./target.js";
+import { resolveTarget, sectionAssignmentConfig } from "./target.js";
 
 export type PassbackRow = typeof passbacks.$inferSelect;
 
@@ -49,12 +49,7 @@ export async function deliverPassback(env: Env, row: PassbackRow): Promise<Passb
   const db = database(env.DB);
   const timing = passbackTiming(env);
 
-  const [config] = await db
-    .select({ postGrades: courseSections.postGrades, policy: sectionAssignments.policy })
-    .from(sectionAssignments)
-    .innerJoin(courseSections, and(eq(courseSections.course, sectionAssignments.course), eq(courseSections.section, sectionAssignments.section)))
-    .where(and(eq(sectionAssignments.course, row.course), eq(sectionAssignments.section, row.section), eq(sectionAssignments.assignment, row.assignment)))
-    .limit(1);
+  const config = await sectionAssignmentConfig(db, row);
   if (!env.LTI_CONSUMERS) {
     // A gateway without LTI credentials posts nothing: say so once instead of retrying for a day.
     await settle(db, row, "disabled", { lastError: "this gateway has no LTI consumer configured (LTI_CONSUMERS)" });
@@ -73,7 +68,7 @@ export async function deliverPassback(env: Env, row: PassbackRow): Promise<Passb
   const score = chosen.score ?? 0;
   const attempt = row.attempts + 1;
   const now = Date.now();
-  const target = await resolveTarget(env, db, row);
+  const target = await resolveTarget(env, db, row, config);
 
   let httpStatus: number | null = null;
   let codeMajor: string | null = null;

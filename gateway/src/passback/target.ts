@@ -21,7 +21,24 @@ export function consumerSecret(env: Env, key: string): string | null {
  * Where a student's grade goes. Their own verified LTI launch comes first; otherwise the URL and
  * sourcedId are built from the course config the way the old service built them for edX.
  */
-export async function resolveTarget(env: Env, db: Database, row: { course: string; section: string; assignment: string; user: string }): Promise<PassbackTarget | { error: string }> {
+/** The course config of one section's assignment: passback switch, policy, and where edX keeps it. */
+export async function sectionAssignmentConfig(db: Database, row: { course: string; section: string; assignment: string }) {
+  const [config] = await db
+    .select({ postGrades: courseSections.postGrades, policy: sectionAssignments.policy, courseId: courseSections.lmsCourseId, blockId: sectionAssignments.lmsBlockId })
+    .from(sectionAssignments)
+    .innerJoin(courseSections, and(eq(courseSections.course, sectionAssignments.course), eq(courseSections.section, sectionAssignments.section)))
+    .where(and(eq(sectionAssignments.course, row.course), eq(sectionAssignments.section, row.section), eq(sectionAssignments.assignment, row.assignment)))
+    .limit(1);
+  return config;
+}
+export type SectionAssignmentConfig = Awaited<ReturnType<typeof sectionAssignmentConfig>>;
+
+export async function resolveTarget(
+  env: Env,
+  db: Database,
+  row: { course: string; section: string; assignment: string; user: string },
+  config: SectionAssignmentConfig,
+): Promise<PassbackTarget | { error: string }> {
   const [link] = await db
     .select()
     .from(ltiLinks)
@@ -32,12 +49,6 @@ export async function resolveTarget(env: Env, db: Database, row: { course: strin
     if (!secret) return { error: `no secret for LTI consumer key "${link.consumerKey}" (LTI_CONSUMERS)` };
     return { url: link.outcomeServiceUrl, sourcedId: link.resultSourcedId, consumerKey: link.consumerKey, secret, source: "launch" };
   }
-  const [config] = await db
-    .select({ courseId: courseSections.lmsCourseId, blockId: sectionAssignments.lmsBlockId })
-    .from(sectionAssignments)
-    .innerJoin(courseSections, and(eq(courseSections.course, sectionAssignments.course), eq(courseSections.section, sectionAssignments.section)))
-    .where(and(eq(sectionAssignments.course, row.course), eq(sectionAssignments.section, row.section), eq(sectionAssignments.assignment, row.assignment)))
-    .limit(1);
   if (!config?.courseId || !config.blockId) return { error: "no LTI launch from this student and no course_id/block id in the course config" };
   if (!env.EDX_URL) return { error: "EDX_URL is not set, so no outcome URL can be built from the course config" };
   const key = env.LTI_CONSUMER_KEY ?? parseTokenList(env.LTI_CONSUMERS)[0]?.name;
