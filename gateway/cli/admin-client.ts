@@ -56,4 +56,14 @@ export class AdminClient {
   stats() {
     return this.call<Record<string, unknown>>("GET", "/stats");
   }
+
+  /** A course's grades as CSV, streamed from the staff API (an admin token or that course's staff token). */
+  async gradesCsv(filters: { course: string; section?: string; assignment?: string; since?: string; until?: string; policy?: string }): Promise<ReadableStream<Uint8Array>> {
+    const { course, ...rest } = filters;
+    const query = new URLSearchParams(Object.entries(rest).filter((e): e is [string, string] => Boolean(e[1]))).toString();
+    const path = `/api/v1/staff/courses/${encodeURIComponent(course)}/grades.csv${query ? `?${query}` : ""}`;
+    const res = await fetch(new URL(path, this.gatewayUrl), { headers: { authorization: `Bearer ${this.token}` } });
+    if (!res.ok || !res.body) throw new Error(`GET ${path}: HTTP ${res.status} ${await res.text()}`);
+    return res.body;
+  }
 }

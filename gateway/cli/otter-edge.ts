@@ -4,6 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import { AdminClient } from "./admin-client.js";
+import { exportGrades } from "./grades-export.js";
 
 const HELP = `otter-edge: administer an otter-edge gateway
 
@@ -15,27 +16,36 @@ const HELP = `otter-edge: administer an otter-edge gateway
   otter-edge tokens list
   otter-edge tokens revoke ID                                 revoke now; a runner using it is disconnected
   otter-edge stats                                            queue depth, leases, runners
+  otter-edge grades export --course C [--section S] [--assignment A] [--since T] [--until T]
+                           [--policy all|latest|best] [--out FILE] [--local [--persist-to DIR] | --remote]
+      grades as CSV (userid,grade,section,lab,timestamp,course,assignment,submission_id,passback_state);
+      since inclusive, until exclusive (ISO-8601, UTC unless an offset is given); latest/best: one row per
+      student and assignment. Source: the gateway's staff API (admin or the course's staff token) by default;
+      --local reads the wrangler dev local D1 (wrangler d1 execute DB --local); --remote the deployed D1
+      (wrangler d1 execute DB --remote: needs a Cloudflare login; not exercised by the tests, which have no account)
 
 Options: --gateway URL (OTTER_EDGE_URL, default http://127.0.0.1:8787)
-         --admin-token TOKEN (OTTER_EDGE_ADMIN_TOKEN)
+         --admin-token TOKEN (OTTER_EDGE_ADMIN_TOKEN; for grades export also a staff token of the course)
 `;
 
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { gateway: { type: "string" }, "admin-token": { type: "string" }, "timeout-seconds": { type: "string" }, state: { type: "string" }, course: { type: "string" }, help: { type: "boolean" } },
+    options: { gateway: { type: "string" }, "admin-token": { type: "string" }, "timeout-seconds": { type: "string" }, state: { type: "string" }, course: { type: "string" }, help: { type: "boolean" },
+      section: { type: "string" }, assignment: { type: "string" }, since: { type: "string" }, until: { type: "string" }, policy: { type: "string" }, out: { type: "string" },
+      local: { type: "boolean" }, remote: { type: "boolean" }, "persist-to": { type: "string" }, "page-size": { type: "string" } },
   });
   if (values.help || positionals.length === 0) {
     process.stdout.write(HELP);
     return values.help ? 0 : 2;
   }
   const token = values["admin-token"] ?? process.env.OTTER_EDGE_ADMIN_TOKEN;
-  if (!token) {
+  if (!token && !values.local && !values.remote) {
     process.stderr.write("otter-edge: an admin token is required (--admin-token or OTTER_EDGE_ADMIN_TOKEN)\n");
     return 2;
   }
-  const client = new AdminClient(values.gateway ?? process.env.OTTER_EDGE_URL ?? "http://127.0.0.1:8787", token);
+  const client = new AdminClient(values.gateway ?? process.env.OTTER_EDGE_URL ?? "http://127.0.0.1:8787", token ?? "");
   const [group, action, ...rest] = positionals;
   const print = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
   switch (`${group} ${action ?? ""}`.trim()) {
@@ -69,6 +79,9 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "stats":
       print(await client.stats());
+      return 0;
+    case "grades export":
+      await exportGrades({ ...values, persistTo: values["persist-to"], pageSize: values["page-size"] ? Number(values["page-size"]) : undefined }, () => client);
       return 0;
   }
   process.stderr.write(`otter-edge: unknown or incomplete command "${positionals.join(" ")}"\n\n${HELP}`);

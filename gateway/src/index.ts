@@ -7,6 +7,7 @@ import { ApiError, errorResponse, internalErrorResponse } from "./errors.js";
 import { ltiRoutes } from "./lti/launch.js";
 import { adminRoutes } from "./routes/admin.js";
 import { runnerRoutes } from "./routes/runner.js";
+import { staffRoutes } from "./routes/staff.js";
 import { submissionRoutes } from "./routes/submissions.js";
 
 export { Dispatcher } from "./dispatcher/dispatcher.js";
@@ -48,6 +49,7 @@ app.route(HUB_SERVICE_PREFIX, legacy.app);
 app.route("/", submissionRoutes("").app);
 app.route("/runner/v1", runnerRoutes);
 app.route("/api/v1/admin", adminRoutes);
+app.route("/api/v1/staff", staffRoutes);
 app.route("/lti", ltiRoutes);
 
 export default app;
