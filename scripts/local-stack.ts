@@ -117,6 +117,8 @@ export interface Runner {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+let runnersStarted = 0;
+
 export function startRunner(opts: { gatewayUrl: string; token: string; capacity?: number; cacheDir: string; env?: Record<string, string>; args?: string[]; output?: "inherit" | "pipe" }): Runner {
   const child = spawn(TSX, [join(ROOT, "runner", "src", "cli.ts"), ...(opts.args ?? [])], {
     cwd: ROOT,
@@ -126,7 +128,10 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
       ...(process.env.DOCKER_HOST ? { DOCKER_HOST: process.env.DOCKER_HOST } : {}),
       OTTER_EDGE_GATEWAY_URL: opts.gatewayUrl,
       OTTER_EDGE_RUNNER_TOKEN: opts.token,
-      OTTER_EDGE_RUNNER_NAME: "local-runner",
+      // Unique per runner on this engine: a runner removes containers left under its own name at start-up,
+      // so two stacks sharing the engine (tests run side by side) must not share a name. Pass
+      // OTTER_EDGE_RUNNER_NAME in env to restart "the same" runner.
+      OTTER_EDGE_RUNNER_NAME: `local-runner-${process.pid}-${++runnersStarted}`,
       OTTER_EDGE_CAPACITY: String(opts.capacity ?? 2),
       OTTER_EDGE_CACHE_DIR: opts.cacheDir,
       ...opts.env,

@@ -32,6 +32,12 @@ export interface AgentOptions {
  */
 export class Agent {
   private readonly active = new Map<string, ActiveJob>();
+  /**
+   * Results sent (or due) but not yet acknowledged, by job id. A result finished while the gateway was
+   * away, or lost with a socket that dropped, is sent again after the next welcome: its lease is
+   * named in hello, so the gateway keeps it if it is still current.
+   */
+  private readonly unacked = new Map<string, ResultMessage>();
   private heartbeat: NodeJS.Timeout | null = null;
   private draining = false;
   private otterVersions: string[] = [];
@@ -48,16 +54,25 @@ export class Agent {
     connection.on("message", (message) => {
       switch (message.type) {
         case "welcome":
-          for (const lease of message.dropped) this.abort(lease.jobId, "dropped by the gateway after reconnect");
+          for (const lease of message.dropped) {
+            this.abort(lease.jobId, "dropped by the gateway after reconnect");
+            this.forgetResult(lease, "dropped by the gateway after reconnect");
+          }
           this.startHeartbeat(message.heartbeatMs);
+          for (const result of this.unacked.values()) {
+            log.info({ submissionId: result.lease.jobId }, "sending a result again after reconnecting");
+            connection.send(result);
+          }
           break;
         case "lease":
           this.onLease(message);
           break;
         case "revoke":
           this.abort(message.lease.jobId, message.reason, message.lease.token);
+          this.forgetResult(message.lease, message.reason);
           break;
         case "ack":
+          this.forgetResult(message.lease);
           if (!message.accepted) {
             this.stats.refused += 1;
             log.warn({ submissionId: message.lease.jobId, reason: message.reason }, "gateway refused the result");
@@ -105,14 +120,27 @@ export class Agent {
       runner: this.options.name,
       capacity: this.draining ? 0 : this.options.capacity,
       otterVersions: this.otterVersions,
-      holding: [...this.active.values()].map((j) => j.lease),
+      holding: this.holding(),
     });
+  }
+
+  /** Leases this runner still answers for: jobs being graded and results not yet acknowledged. */
+  private holding(): LeaseRef[] {
+    return [...[...this.active.values()].map((j) => j.lease), ...[...this.unacked.values()].filter((r) => !this.active.has(r.lease.jobId)).map((r) => r.lease)];
+  }
+
+  private forgetResult(lease: LeaseRef, reason?: string): void {
+    const pending = this.unacked.get(lease.jobId);
+    if (!pending || pending.lease.token !== lease.token) return;
+    this.unacked.delete(lease.jobId);
+    if (reason) this.options.log.warn({ submissionId: lease.jobId, reason }, "result discarded: the lease is gone");
   }
 
   private startHeartbeat(intervalMs: number): void {
     this.stopHeartbeat();
     this.heartbeat = setInterval(() => {
-      if (this.active.size > 0) this.options.connection.send({ type: "heartbeat", holding: [...this.active.values()].map((j) => j.lease) });
+      const holding = this.holding();
+      if (holding.length > 0) this.options.connection.send({ type: "heartbeat", holding });
     }, intervalMs);
   }
 
@@ -144,9 +172,12 @@ export class Agent {
         // Checked here against the shared schema, so a result the gateway would refuse is caught on this side.
         const checked = ResultMessage.safeParse({ type: "result", lease: entry.lease, outcome });
         if (!checked.success) jobLog.error({ err: checked.error.message.slice(0, 1_000) }, "result failed the protocol schema");
-        connection.send(
-          checked.success ? checked.data : { type: "result", lease: entry.lease, outcome: { kind: "infrastructure_error", message: "the runner produced a result that fails the protocol schema" } },
-        );
+        const result: ResultMessage = checked.success
+          ? checked.data
+          : { type: "result", lease: entry.lease, outcome: { kind: "infrastructure_error", message: "the runner produced a result that fails the protocol schema" } };
+        // Kept until the gateway acknowledges it: a result must not be lost with a socket.
+        this.unacked.set(entry.lease.jobId, result);
+        if (!connection.send(result)) jobLog.warn("gateway away: the result is sent when the runner reconnects");
       })
       .catch((err) => jobLog.error({ err: String(err) }, "job crashed"))
       .finally(() => {

@@ -30,12 +30,22 @@ async function sandboxFor(config: RunnerConfig): Promise<Sandbox> {
       `cannot reach the Docker engine (${process.env.DOCKER_HOST ?? "unix:///var/run/docker.sock"}): ${(err as Error).message}. Start dockerd, or for development without Docker pass --unsandboxed.`,
     );
   }
-  const sandbox = new DockerSandbox(docker, { memoryBytes: config.memoryBytes, nanoCpus: Math.round(config.cpus * 1e9), pidsLimit: config.pidsLimit, tmpfsBytes: config.tmpfsBytes, runtime: config.runtime });
+  const sandbox = new DockerSandbox(
+    docker,
+    { memoryBytes: config.memoryBytes, nanoCpus: Math.round(config.cpus * 1e9), pidsLimit: config.pidsLimit, tmpfsBytes: config.tmpfsBytes, runtime: config.runtime },
+    { runnerName: config.name, killGraceMs: config.killGraceMs, log },
+  );
   const images = await sandbox.images();
   if (images.size === 0) {
     throw new StartupError("no grading image on this Docker engine (none carries the label org.otter-edge.otter-version); build one with grading-image/build.sh");
   }
   log.info({ images: Object.fromEntries(images) }, "grading images");
+  // Nothing is graded yet: every container under this runner's name was left by an earlier process
+  // (killed before it could remove it). Reaped before the first lease.
+  await sandbox.reapOrphans().then(
+    ({ removed, failed }) => (removed.length > 0 || failed.length > 0 ? log.info({ removed: removed.length, failed: failed.length }, "orphan grading containers reaped") : undefined),
+    (err) => log.warn({ err: String(err) }, "could not list orphan grading containers"),
+  );
   return sandbox;
 }
 

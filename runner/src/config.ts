@@ -11,7 +11,10 @@ Every option can also be set by the environment variable shown.
   --gateway URL          Gateway base URL                        OTTER_EDGE_GATEWAY_URL
   --token TOKEN          Runner token (prefer the env or a file)  OTTER_EDGE_RUNNER_TOKEN
   --token-file PATH      File holding the runner token            OTTER_EDGE_RUNNER_TOKEN_FILE
-  --name NAME            Runner name in logs (default: hostname)  OTTER_EDGE_RUNNER_NAME
+  --name NAME            Runner name in logs and on its grading   OTTER_EDGE_RUNNER_NAME
+                         containers (default: hostname); unique
+                         per Docker engine: on start the runner
+                         removes containers left under its name
   --capacity N           Jobs graded at once (default: cores)     OTTER_EDGE_CAPACITY
   --memory BYTES         Memory cap per grading container          OTTER_EDGE_MEMORY_BYTES (default 2147483648)
   --cpus N               CPUs per grading container               OTTER_EDGE_CPUS (default 1)
@@ -21,6 +24,10 @@ Every option can also be set by the environment variable shown.
   --cache-dir PATH       Where autograder.zip files are cached    OTTER_EDGE_CACHE_DIR (default /var/cache/otter-edge)
   --drain-ms N           On SIGTERM, how long running jobs may    OTTER_EDGE_DRAIN_MS (default 600000)
                          finish before they are handed back
+  --kill-grace-ms N      How long a killed grading container may  OTTER_EDGE_KILL_GRACE_MS (default 30000)
+                         take to exit before the job is reported
+                         as an infrastructure error and the
+                         container is left for an operator
   --unsandboxed          Grade with a local otter, NO SANDBOX:    OTTER_EDGE_UNSANDBOXED=1
                          for development without Docker only
   --otter-bin PATH       otter executable for --unsandboxed       OTTER_EDGE_OTTER_BIN (default otter)
@@ -42,6 +49,7 @@ const RunnerConfig = z.object({
   runtime: z.string().min(1).optional(),
   cacheDir: z.string().min(1),
   drainMs: z.coerce.number().int().min(0),
+  killGraceMs: z.coerce.number().int().min(0),
   unsandboxed: z.boolean(),
   otterBin: z.string().min(1),
 });
@@ -65,6 +73,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
       runtime: { type: "string" },
       "cache-dir": { type: "string" },
       "drain-ms": { type: "string" },
+      "kill-grace-ms": { type: "string" },
       unsandboxed: { type: "boolean" },
       "otter-bin": { type: "string" },
       help: { type: "boolean" },
@@ -93,6 +102,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
     runtime: values.runtime ?? env.OTTER_EDGE_RUNTIME,
     cacheDir: values["cache-dir"] ?? env.OTTER_EDGE_CACHE_DIR ?? "/var/cache/otter-edge",
     drainMs: values["drain-ms"] ?? env.OTTER_EDGE_DRAIN_MS ?? 600_000,
+    killGraceMs: values["kill-grace-ms"] ?? env.OTTER_EDGE_KILL_GRACE_MS ?? 30_000,
     unsandboxed: values.unsandboxed ?? env.OTTER_EDGE_UNSANDBOXED === "1",
     otterBin: values["otter-bin"] ?? env.OTTER_EDGE_OTTER_BIN ?? "otter",
   });

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import Docker from "dockerode";
 import { InfrastructureError } from "./errors.js";
 import { LOG_TAIL_BYTES, MAX_RESULTS_BYTES, type Sandbox, type SandboxInput, type SandboxRun } from "./sandbox.js";
@@ -5,8 +6,15 @@ import { packFiles, readSingleFile } from "./tar.js";
 
 /** The label every grading image carries with the otter-grader version it holds (grading-image/Dockerfile). */
 export const OTTER_VERSION_LABEL = "org.otter-edge.otter-version";
-const JOB_LABEL = "org.otter-edge.job";
+/** Every grading container carries the job it grades, the runner that started it, and the run (one per sandbox.run). */
+export const JOB_LABEL = "org.otter-edge.job";
+export const RUNNER_LABEL = "org.otter-edge.runner";
+export const RUN_LABEL = "org.otter-edge.run";
 const GRADER_UID = 10001;
+/** Engine calls other than the wait for the container's exit must answer within this; a wedged engine is an infrastructure failure. */
+const ENGINE_CALL_TIMEOUT_MS = 60_000;
+/** Exit codes of a container stopped by a signal that neither we nor the memory cap sent: SIGKILL, SIGTERM. */
+const KILLED_FROM_OUTSIDE = new Set([137, 143]);
 
 export interface DockerLimits {
   memoryBytes: number;
@@ -17,6 +25,19 @@ export interface DockerLimits {
   runtime?: string;
 }
 
+export interface DockerSandboxOptions {
+  /**
+   * This runner's name, put on every container it starts (org.otter-edge.runner). Containers of this
+   * name that this process did not start are orphans of an earlier process and are removed. It must
+   * be unique per Docker engine (the default, the hostname, is when one runner owns a node's engine).
+   */
+  runnerName: string;
+  /** After a kill, how long the container may take to exit before the job is given up as an infrastructure failure. */
+  killGraceMs?: number;
+  /** Where the sandbox reports what it does outside a job (reaping, stuck containers). */
+  log?: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+}
+
 /**
  * Grades in a fresh container per job: no network, capped memory/CPU/pids, non-root, read-only root,
  * every capability dropped, no privilege escalation. The job's files travel on an anonymous volume:
@@ -25,12 +46,56 @@ export interface DockerLimits {
  */
 export class DockerSandbox implements Sandbox {
   readonly description: string;
+  /** Runs of this process whose container may exist: never reaped. */
+  private readonly live = new Set<string>();
+  /** Containers that did not stop after a kill, by id: left in place (and labelled) for an operator, not reaped by this process. */
+  readonly stuck = new Map<string, { jobId: string; since: string }>();
+  /** Set when removing a finished container failed (engine down): the next job first reaps orphans. */
+  private reapPending = false;
+  private readonly killGraceMs: number;
 
   constructor(
     private readonly docker: Docker,
     private readonly limits: DockerLimits,
+    private readonly options: DockerSandboxOptions,
   ) {
     this.description = `docker (${limits.runtime ?? "default runtime"})`;
+    this.killGraceMs = options.killGraceMs ?? 30_000;
+  }
+
+  /**
+   * Removes the containers of this runner's name that no run of this process owns: left by a runner
+   * process that was killed (a killed runner leaves its container running), or by a removal that
+   * failed while the engine was away. Containers of other runners sharing the engine are not touched.
+   */
+  async reapOrphans(): Promise<{ removed: string[]; failed: string[] }> {
+    const removed: string[] = [];
+    const failed: string[] = [];
+    const containers = await this.engine(() => this.docker.listContainers({ all: true, filters: { label: [`${RUNNER_LABEL}=${this.options.runnerName}`] } }));
+    await Promise.all(
+      containers.map(async (c) => {
+        const run = c.Labels?.[RUN_LABEL];
+        if ((run && this.live.has(run)) || this.stuck.has(c.Id)) return;
+        try {
+          await bounded(this.docker.getContainer(c.Id).remove({ v: true, force: true }), ENGINE_CALL_TIMEOUT_MS, "removing an orphan container");
+          removed.push(c.Id);
+          this.options.log?.info({ container: c.Id.slice(0, 12), submissionId: c.Labels?.[JOB_LABEL], state: c.State }, "removed an orphan grading container");
+        } catch (err) {
+          if ((err as { statusCode?: number }).statusCode === 404) return; // gone meanwhile
+          failed.push(c.Id);
+          this.options.log?.error({ container: c.Id.slice(0, 12), submissionId: c.Labels?.[JOB_LABEL], err: String(err) }, "could not remove an orphan grading container");
+        }
+      }),
+    );
+    // Job volumes no container uses any more (the engine removed a container but not its volume, e.g. while shutting down).
+    const volumes = await this.engine(() => this.docker.listVolumes({ filters: { label: [`${RUNNER_LABEL}=${this.options.runnerName}`], dangling: ["true"] } }));
+    for (const v of volumes.Volumes ?? []) {
+      await bounded(this.docker.getVolume(v.Name).remove(), ENGINE_CALL_TIMEOUT_MS, "removing an orphan volume").then(
+        () => this.options.log?.info({ volume: v.Name.slice(0, 12), submissionId: v.Labels?.[JOB_LABEL] }, "removed an orphan job volume"),
+        (err) => this.options.log?.warn({ volume: v.Name.slice(0, 12), err: String(err) }, "could not remove an orphan job volume"),
+      );
+    }
+    return { removed, failed };
   }
 
   /** Grading images present on this engine, by otter-grader version. */
@@ -49,10 +114,28 @@ export class DockerSandbox implements Sandbox {
   }
 
   async run(input: SandboxInput): Promise<SandboxRun> {
+    if (this.reapPending) {
+      this.reapPending = false;
+      await this.reapOrphans().catch(() => (this.reapPending = true));
+    }
+    const runId = randomUUID();
+    this.live.add(runId);
+    try {
+      return await this.runOnce(input, runId);
+    } catch (err) {
+      this.reapPending = true; // something went wrong on the engine's side: look for leftovers before the next job
+      throw err;
+    } finally {
+      this.live.delete(runId);
+    }
+  }
+
+  private async runOnce(input: SandboxInput, runId: string): Promise<SandboxRun> {
     const timings: Record<string, number> = {};
     const t0 = performance.now();
     const image = (await this.engine(() => this.images())).get(input.otterVersion);
     if (!image) throw new InfrastructureError(`no grading image for otter-grader ${input.otterVersion} on this node`);
+    const labels = { [JOB_LABEL]: input.jobId, [RUNNER_LABEL]: this.options.runnerName, [RUN_LABEL]: runId };
 
     const container = await this.engine(() =>
       this.docker.createContainer({
@@ -60,9 +143,11 @@ export class DockerSandbox implements Sandbox {
         User: `${GRADER_UID}:${GRADER_UID}`,
         WorkingDir: "/job",
         Cmd: ["otter", "run", "--no-logo", "-a", "/job/autograder.zip", "-o", "/job/out", "/job/submission.ipynb"],
-        Labels: { [JOB_LABEL]: input.jobId },
-        Volumes: { "/job": {} },
+        Labels: labels,
         HostConfig: {
+          // The job's directory: an anonymous volume (removed with the container), labelled like the
+          // container so that one orphaned by a removal the engine left half done is found and reaped.
+          Mounts: [{ Type: "volume", Source: "", Target: "/job", VolumeOptions: { Labels: labels, NoCopy: false, DriverConfig: { Name: "local", Options: {} } } }],
           // Only loopback: the kernel and otter talk over it. (NetworkDisabled would also drop
           // /etc/hosts, and otter then fails to resolve "localhost".)
           NetworkMode: "none",
@@ -87,6 +172,7 @@ export class DockerSandbox implements Sandbox {
       }),
     );
     timings.createMs = performance.now() - t0;
+    let stuck = false;
     try {
       await this.engine(() =>
         container.putArchive(
@@ -105,60 +191,125 @@ export class DockerSandbox implements Sandbox {
       await this.engine(() => container.start());
       timings.startMs = performance.now() - tStart;
 
-      const timedOut = await this.waitOrKill(container, input);
+      const ended = await this.waitOrKill(container, input);
+      if (ended === "stuck") {
+        stuck = true;
+        this.stuck.set(container.id, { jobId: input.jobId, since: new Date().toISOString() });
+        this.options.log?.error(
+          { container: container.id.slice(0, 12), submissionId: input.jobId, labels: { [JOB_LABEL]: input.jobId, [RUNNER_LABEL]: this.options.runnerName } },
+          "grading container did not stop after kill: left for an operator",
+        );
+        throw new InfrastructureError(
+          `container did not stop within ${Math.round(this.killGraceMs / 1000)} s of being killed (container ${container.id.slice(0, 12)}, label ${JOB_LABEL}=${input.jobId}, left for an operator)`,
+        );
+      }
+      const timedOut = ended === "timeout";
       timings.runMs = performance.now() - tStart;
 
       const state = (await this.engine(() => container.inspect())).State;
-      const { content, tooLarge } = await container
-        .getArchive({ path: "/job/out/results.json" })
-        .then((stream) => readSingleFile(stream, MAX_RESULTS_BYTES))
-        .catch(() => ({ content: null, tooLarge: false })); // no results.json: the notebook did not finish
+      const exitCode = state.ExitCode ?? null;
+      // A container stopped by a signal that neither the time limit, the job's abort nor the memory cap
+      // sent was stopped from outside (the engine shutting down, an operator): not the student's doing.
+      // The student cannot send it: the grader is the container's PID 1, which ignores signals from inside.
+      if (ended === "exited" && !state.OOMKilled && exitCode !== null && KILLED_FROM_OUTSIDE.has(exitCode)) {
+        throw new InfrastructureError(`docker engine: the grading container was stopped from outside the runner (exit code ${exitCode}; engine shutting down?)`);
+      }
+      const { content, tooLarge } = await bounded(
+        container.getArchive({ path: "/job/out/results.json" }).then((stream) => readSingleFile(stream, MAX_RESULTS_BYTES)),
+        ENGINE_CALL_TIMEOUT_MS,
+        "reading results.json",
+      ).catch(() => ({ content: null, tooLarge: false })); // no results.json: the notebook did not finish
       const logTail = await this.logTail(container);
       timings.totalMs = performance.now() - t0;
-      return { exitCode: state.ExitCode ?? null, timedOut, oomKilled: Boolean(state.OOMKilled), results: content, resultsTooLarge: tooLarge, logTail, timings };
+      return { exitCode, timedOut, oomKilled: Boolean(state.OOMKilled), results: content, resultsTooLarge: tooLarge, logTail, timings };
     } finally {
-      await container.remove({ v: true, force: true }).catch(() => undefined);
+      if (stuck) this.cleanUpWhenStopped(container, input.jobId);
+      else
+        await bounded(container.remove({ v: true, force: true }), ENGINE_CALL_TIMEOUT_MS, "removing the container").catch(() => {
+          this.reapPending = true; // engine away: removed by the next job's reaping, or at the next start
+        });
     }
   }
 
-  /** Waits for the container to exit; kills it at the time limit or when the job is aborted. Returns whether it timed out. */
-  private async waitOrKill(container: Docker.Container, input: SandboxInput): Promise<boolean> {
+  /** A stuck container that exits after all (the runtime came back) is removed then. */
+  private cleanUpWhenStopped(container: Docker.Container, jobId: string): void {
+    void container
+      .wait()
+      .then(() => container.remove({ v: true, force: true }))
+      .then(
+        () => {
+          this.stuck.delete(container.id);
+          this.options.log?.info({ container: container.id.slice(0, 12), submissionId: jobId }, "a stuck grading container stopped at last and was removed");
+        },
+        () => undefined, // still stuck, or the engine is gone: the next start's reaping tries again
+      );
+  }
+
+  /**
+   * Waits for the container to exit; kills it at the time limit or when the job is aborted. A killed
+   * container that has not exited `killGraceMs` later (a wedged runtime: the kill itself hangs) is
+   * "stuck": the job gives up on it so the slot is freed. The wait is never left unbounded after a kill.
+   */
+  private async waitOrKill(container: Docker.Container, input: SandboxInput): Promise<"exited" | "timeout" | "stuck"> {
     let timedOut = false;
-    const kill = () => container.kill().catch(() => undefined);
+    let killed = false;
+    let graceTimer: NodeJS.Timeout | undefined;
+    let giveUp: () => void = () => undefined;
+    const gaveUp = new Promise<"stuck">((resolve) => (giveUp = () => resolve("stuck")));
+    const kill = () => {
+      if (killed) return;
+      killed = true;
+      void container.kill().catch(() => undefined);
+      graceTimer = setTimeout(giveUp, this.killGraceMs);
+    };
     const timer = setTimeout(() => {
       timedOut = true;
-      void kill();
+      kill();
     }, input.timeoutMs);
-    const onAbort = () => void kill();
-    input.signal.addEventListener("abort", onAbort);
+    const onAbort = () => kill();
+    if (input.signal.aborted) kill();
+    else input.signal.addEventListener("abort", onAbort);
+    const waited = this.engine(() => container.wait(), 0); // bounded by the time limit and the kill grace
+    waited.catch(() => undefined); // when the job gave up on a stuck container, nobody awaits this any more
+    let ended: "exited" | "stuck";
     try {
-      await this.engine(() => container.wait());
+      ended = await Promise.race([waited.then(() => "exited" as const), gaveUp]);
     } finally {
       clearTimeout(timer);
+      clearTimeout(graceTimer);
       input.signal.removeEventListener("abort", onAbort);
     }
+    if (ended === "stuck") return "stuck";
     if (input.signal.aborted) throw new InfrastructureError("grading aborted: the lease was revoked or the runner is stopping");
-    return timedOut;
+    return timedOut ? "timeout" : "exited";
   }
 
   private async logTail(container: Docker.Container): Promise<string> {
     try {
-      const raw = (await container.logs({ stdout: true, stderr: true, tail: 50 })) as unknown as Buffer;
+      const raw = (await bounded(container.logs({ stdout: true, stderr: true, tail: 50 }), ENGINE_CALL_TIMEOUT_MS, "reading the container log")) as unknown as Buffer;
       return demuxToText(raw).slice(-LOG_TAIL_BYTES);
     } catch {
       return "";
     }
   }
 
-  /** Any failure talking to the engine is the node's problem, not the student's. */
-  private async engine<T>(call: () => Promise<T>): Promise<T> {
+  /** Any failure talking to the engine is the node's problem, not the student's; so is a call that never answers (timeoutMs 0: no bound). */
+  private async engine<T>(call: () => Promise<T>, timeoutMs = ENGINE_CALL_TIMEOUT_MS): Promise<T> {
     try {
-      return await call();
+      return timeoutMs > 0 ? await bounded(call(), timeoutMs, "a call") : await call();
     } catch (err) {
       if (err instanceof InfrastructureError) throw err;
       throw new InfrastructureError(`docker engine: ${(err as Error).message ?? String(err)}`);
     }
   }
+}
+
+/** Rejects when `promise` has not settled within `ms`; the engine can hang a call forever (a wedged runtime). */
+function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new InfrastructureError(`docker engine: ${what} did not answer within ${ms / 1000} s`)), ms)));
+  promise.catch(() => undefined);
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** Docker multiplexes stdout/stderr in 8-byte-header frames when there is no TTY. */
