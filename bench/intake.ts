@@ -173,7 +173,7 @@ async function runLevel(
 
 async function stats(gateway: Gateway, admin: string) {
   const res = await fetch(`${gateway.url}/api/v1/admin/stats`, { headers: { authorization: `Bearer ${admin}` } });
-  return (await res.json()) as { pending: number; leased: number };
+  return ((await res.json()) as { queue: { pending: number; leased: number } }).queue;
 }
 
 /** Waits until the consumer has drained the queue; returns how long that took (null: not within 120 s). */

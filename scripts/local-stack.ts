@@ -133,6 +133,8 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
       // OTTER_EDGE_RUNNER_NAME in env to restart "the same" runner.
       OTTER_EDGE_RUNNER_NAME: `local-runner-${process.pid}-${++runnersStarted}`,
       OTTER_EDGE_CAPACITY: String(opts.capacity ?? 2),
+      // Several test runners share this machine: no fixed metrics port unless a test asks for one.
+      OTTER_EDGE_METRICS_PORT: "0",
       OTTER_EDGE_CACHE_DIR: opts.cacheDir,
       ...opts.env,
     },

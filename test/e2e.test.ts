@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Credentials, type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook, waitFor, waitForFinal } from "../scripts/local-stack.js";
+import { type Credentials, type Gateway, ROOT, type Runner, configureAssignment, freePort, newCredentials, startGateway, startRunner, submitNotebook, waitFor, waitForFinal } from "../scripts/local-stack.js";
 import { otterRunDirectly } from "./support/direct-otter.js";
 import { LmsStandin } from "./support/lms.js";
 
@@ -16,6 +16,7 @@ describe("end to end: wrangler dev gateway + runner + Docker + otter-grader", ()
   let gateway: Gateway;
   let runner: Runner;
   let lms: LmsStandin;
+  let metricsPort: number;
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), "otter-edge-e2e-"));
@@ -24,7 +25,8 @@ describe("end to end: wrangler dev gateway + runner + Docker + otter-grader", ()
     // Grades go to the LMS stand-in at the edX-shaped URL built from the sample's course config.
     gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { LTI_CONSUMERS: `${lms.key}:${lms.secret}`, EDX_URL: lms.url } });
     await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: AUTOGRADER, timeoutSeconds: 300 });
-    runner = startRunner({ gatewayUrl: gateway.url, token: credentials.runner, cacheDir: join(work, "cache"), capacity: 2 });
+    metricsPort = await freePort();
+    runner = startRunner({ gatewayUrl: gateway.url, token: credentials.runner, cacheDir: join(work, "cache"), capacity: 2, env: { OTTER_EDGE_METRICS_PORT: String(metricsPort) } });
   });
 
   afterAll(async () => {
@@ -78,6 +80,13 @@ describe("end to end: wrangler dev gateway + runner + Docker + otter-grader", ()
     expect(received.length).toBeGreaterThan(0);
     expect(received.every((g) => g.sourcedId === "course-v1%3ADemoX+Demo101+2026:" + new URL(lms.url).host + "-sample-lti-block:alice")).toBe(true);
     expect(Number(received.at(-1)!.textString)).toBe(latest!.score);
+
+    // The runner's Prometheus endpoint counted the three gradings, and its readiness probe is green.
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(/^otter_edge_runner_jobs_total\{outcome="graded"\} 3$/m);
+    expect(metrics).toMatch(/^otter_edge_runner_grading_seconds_count 3$/m);
+    expect(metrics).toMatch(/^otter_edge_runner_capacity 2$/m);
+    expect((await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status).toBe(200);
   });
 
   it("does not show one student's submission to another", async () => {

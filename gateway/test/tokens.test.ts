@@ -63,6 +63,8 @@ describe("runner and staff tokens", () => {
       expect(res.status).toBe(401);
       expect(((await res.json()) as { error: string }).error).toBe("invalid_staff_token");
     }
-    expect((await asToken(ADMIN, "/api/v1/admin/stats")).status).toBe(200);
+    const stats = await asToken(ADMIN, "/api/v1/admin/stats");
+    expect(stats.status).toBe(200);
+    expect(await stats.json()).toMatchObject({ queue: { pending: expect.any(Number), leased: expect.any(Number) }, runners: expect.any(Array), passback_backlog: expect.any(Object) });
   });
 });

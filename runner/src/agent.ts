@@ -6,6 +6,7 @@ import { InfrastructureError } from "./grading/errors.js";
 import { gradeFromRun } from "./grading/results.js";
 import type { Sandbox } from "./grading/sandbox.js";
 import type { Logger } from "./log.js";
+import type { RunnerMetrics } from "./metrics.js";
 
 type ResultOutcome = import("@otter-edge/shared").ResultMessage["outcome"];
 
@@ -24,6 +25,7 @@ export interface AgentOptions {
   sandbox: Sandbox;
   artifacts: Artifacts;
   log: Logger;
+  metrics?: RunnerMetrics;
 }
 
 /**
@@ -49,8 +51,16 @@ export class Agent {
   async start(): Promise<void> {
     this.otterVersions = await this.options.sandbox.otterVersions();
     const { connection, log } = this.options;
-    connection.on("open", () => this.hello());
-    connection.on("close", () => this.stopHeartbeat());
+    const metrics = this.options.metrics;
+    metrics?.capacity.set(this.options.capacity);
+    connection.on("open", () => {
+      metrics?.connected.set(1);
+      this.hello();
+    });
+    connection.on("close", () => {
+      metrics?.connected.set(0);
+      this.stopHeartbeat();
+    });
     connection.on("message", (message) => {
       switch (message.type) {
         case "welcome":
@@ -166,6 +176,7 @@ export class Agent {
     const jobLog = log.child({ submissionId: message.job.submissionId, attempt: message.attempt });
     const entry: ActiveJob = { lease: message.lease, attempt: message.attempt, job: message.job, abort, done: Promise.resolve() };
     this.active.set(message.lease.jobId, entry);
+    this.options.metrics?.busySlots.set(this.active.size);
     entry.done = this.grade(entry, jobLog)
       .then((outcome) => {
         if (abort.signal.aborted) return; // the lease is gone: nothing to report
@@ -182,8 +193,17 @@ export class Agent {
       .catch((err) => jobLog.error({ err: String(err) }, "job crashed"))
       .finally(() => {
         this.active.delete(message.lease.jobId);
+        this.options.metrics?.busySlots.set(this.active.size);
         if (!this.draining) connection.send({ type: "ready", capacity: this.options.capacity });
       });
+  }
+
+  private record(outcome: string, t0: number, timings: Record<string, number>): void {
+    const metrics = this.options.metrics;
+    if (!metrics) return;
+    metrics.jobs.inc({ outcome });
+    metrics.gradingSeconds.observe((performance.now() - t0) / 1000);
+    if (timings.createMs !== undefined && timings.startMs !== undefined) metrics.containerStartSeconds.observe((timings.createMs + timings.startMs) / 1000);
   }
 
   private async grade(entry: ActiveJob, log: Logger): Promise<ResultOutcome> {
@@ -202,10 +222,12 @@ export class Agent {
       });
       const grade: Grade = gradeFromRun(run, job.timeoutMs);
       this.stats.graded += 1;
+      this.record(grade.verdict, t0, run.timings);
       log.info({ verdict: grade.verdict, score: grade.score, points: grade.points, maxPoints: grade.maxPoints, exitCode: run.exitCode, timings: run.timings }, "graded");
       return { kind: "graded", grade, timings: { fetchMs, ...run.timings } };
     } catch (err) {
       this.stats.infrastructureErrors += 1;
+      this.record("infrastructure_error", t0, {});
       const message = err instanceof InfrastructureError ? err.message : `runner error: ${String(err)}`;
       log.error({ err: message }, "infrastructure error");
       return { kind: "infrastructure_error", message };

@@ -9,6 +9,7 @@ import { DockerSandbox } from "./grading/docker-sandbox.js";
 import { LocalVenvSandbox } from "./grading/local-venv-sandbox.js";
 import type { Sandbox } from "./grading/sandbox.js";
 import { log } from "./log.js";
+import { RunnerMetrics } from "./metrics.js";
 
 class StartupError extends Error {}
 
@@ -86,7 +87,17 @@ async function main(): Promise<number> {
     throw err;
   }
   const connection = new GatewayConnection({ gatewayUrl: config.gatewayUrl, token: config.token, log });
-  const agent = new Agent({ name: config.name, capacity: config.capacity, connection, sandbox, artifacts: new Artifacts(config.gatewayUrl, config.token, config.cacheDir), log });
+  const metrics = new RunnerMetrics();
+  if (config.metricsPort > 0) {
+    try {
+      await metrics.listen(config.metricsPort);
+    } catch (err) {
+      process.stderr.write(`otter-edge-runner: cannot serve metrics on port ${config.metricsPort}: ${(err as Error).message}\n`);
+      return 3;
+    }
+    log.info({ port: config.metricsPort }, "serving /metrics, /healthz, /readyz");
+  }
+  const agent = new Agent({ name: config.name, capacity: config.capacity, connection, sandbox, artifacts: new Artifacts(config.gatewayUrl, config.token, config.cacheDir), log, metrics });
   await agent.start();
 
   return new Promise<number>((resolve) => {

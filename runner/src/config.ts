@@ -31,6 +31,7 @@ Every option can also be set by the environment variable shown.
   --unsandboxed          Grade with a local otter, NO SANDBOX:    OTTER_EDGE_UNSANDBOXED=1
                          for development without Docker only
   --otter-bin PATH       otter executable for --unsandboxed       OTTER_EDGE_OTTER_BIN (default otter)
+  --metrics-port N       Prometheus /metrics, /healthz, /readyz  OTTER_EDGE_METRICS_PORT (default 9464; 0 = off)
   --help                 Show this help
 
 The Docker engine is reached through DOCKER_HOST (default unix:///var/run/docker.sock).
@@ -52,6 +53,7 @@ const RunnerConfig = z.object({
   killGraceMs: z.coerce.number().int().min(0),
   unsandboxed: z.boolean(),
   otterBin: z.string().min(1),
+  metricsPort: z.coerce.number().int().min(0).max(65535),
 });
 export type RunnerConfig = z.infer<typeof RunnerConfig>;
 
@@ -76,6 +78,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
       "kill-grace-ms": { type: "string" },
       unsandboxed: { type: "boolean" },
       "otter-bin": { type: "string" },
+      "metrics-port": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -105,6 +108,7 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
     killGraceMs: values["kill-grace-ms"] ?? env.OTTER_EDGE_KILL_GRACE_MS ?? 30_000,
     unsandboxed: values.unsandboxed ?? env.OTTER_EDGE_UNSANDBOXED === "1",
     otterBin: values["otter-bin"] ?? env.OTTER_EDGE_OTTER_BIN ?? "otter",
+    metricsPort: values["metrics-port"] ?? env.OTTER_EDGE_METRICS_PORT ?? 9464,
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

@@ -21,6 +21,8 @@ interface Session {
   /** Jobs the runner is willing to hold at once; 0 until it says hello, and when draining. */
   capacity: number;
   otterVersions: string[];
+  /** Epoch ms of the last message from the runner (hello, ready, heartbeat, result, ...). */
+  lastSeen?: number;
 }
 
 const BACKOFF_BASE_MS = 2_000;
@@ -82,6 +84,8 @@ export class Dispatcher extends DurableObject<Env> {
         runner: session.runner,
         capacity: session.capacity,
         holding: this.queue.heldBy(session.sessionId),
+        otterVersions: session.otterVersions,
+        lastSeenAt: session.lastSeen ? new Date(session.lastSeen).toISOString() : null,
       })),
     };
   }
@@ -112,6 +116,8 @@ export class Dispatcher extends DurableObject<Env> {
       send(ws, { type: "error", error: "bad_message", message: "The message does not match the otter-edge runner protocol." });
       return;
     }
+    session.lastSeen = Date.now();
+    ws.serializeAttachment(session);
     switch (message.type) {
       case "hello": {
         session.capacity = message.capacity;

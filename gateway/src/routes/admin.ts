@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { and, desc, eq, inArray } from "drizzle-orm";
+import { and, count, desc, eq, inArray } from "drizzle-orm";
 import { z } from "zod";
 import { issueToken, revokeToken } from "../auth/api-tokens.js";
 import { type StaffEnv, assertAdmin, assertCourse, requireStaff } from "../auth/service-tokens.js";
@@ -54,7 +54,16 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
 
 adminRoutes.get("/stats", async (c) => {
   assertAdmin(c.get("principal"));
-  return c.json(await dispatcherFor(c.env).stats());
+  const db = database(c.env.DB);
+  const [queue, backlog] = await Promise.all([
+    dispatcherFor(c.env).stats(),
+    db.select({ state: passbacks.state, n: count() }).from(passbacks).where(inArray(passbacks.state, ["pending", "retrying", "dead"])).groupBy(passbacks.state),
+  ]);
+  return c.json({
+    queue: { pending: queue.pending, leased: queue.leased, oldest_enqueued_at: queue.oldestEnqueuedAt ? new Date(queue.oldestEnqueuedAt).toISOString() : null },
+    runners: queue.runners,
+    passback_backlog: Object.fromEntries(backlog.map((b) => [b.state, b.n])),
+  });
 });
 
 adminRoutes.get("/passbacks", async (c) => {
