@@ -276,8 +276,8 @@ describe("the gateway restarted with jobs leased and queued", () => {
     const submitted = [];
     for (const p of paths) submitted.push(await submitNotebook(gateway.url, bob, p));
     const first = await runningContainer(submitted[0]!.id);
-    const stats = await adminCli<{ pending: number; leased: number }>(gateway.url, credentials.admin, ["stats"]);
-    expect(stats).toMatchObject({ pending: 3, leased: 1 });
+    const stats = await adminCli<{ queue: { pending: number; leased: number } }>(gateway.url, credentials.admin, ["stats"]);
+    expect(stats.queue).toMatchObject({ pending: 3, leased: 1 });
 
     const tStop = performance.now();
     await gateway.stop();
