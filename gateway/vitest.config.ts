@@ -24,5 +24,8 @@ export default defineProject({
     name: "gateway",
     include: ["test/**/*.test.ts"],
     setupFiles: ["./test/apply-migrations.ts"],
+    // These tests wait on messages, never on time; the limit only guards against a hang, and must
+    // survive the Node-side suite (fork bombs, a stopped Docker engine) loading the same 2 cores.
+    testTimeout: 30_000,
   },
 });
