@@ -6,6 +6,15 @@ import { sha256Hex } from "../autograder.js";
 
 const HubUser = z.object({ kind: z.string().optional(), name: z.string().min(1) });
 
+/**
+ * The person a `GET {hub}/hub/api/user` answer names, or null. A service's token also identifies
+ * itself there; only a person may submit.
+ */
+export async function personFromHubAnswer(res: Response): Promise<string | null> {
+  const user = HubUser.safeParse(await res.json().catch(() => null));
+  return user.success && (!user.data.kind || user.data.kind === "user") ? user.data.name : null;
+}
+
 type Verdict = { user: string } | { invalid: true };
 
 /** The hub's own words about a token: `GET {HUB_API_URL}/user` with it. 403 is the hub's "no such token". */
@@ -18,10 +27,8 @@ async function askHub(env: Env, token: string): Promise<Verdict> {
   }
   if (res.status === 401 || res.status === 403 || res.status === 404) return { invalid: true };
   if (!res.ok) throw new ApiError(503, "hub_unavailable", `The course's JupyterHub answered ${res.status} when asked to verify you; try again shortly.`, { "Retry-After": "10" });
-  const user = HubUser.safeParse(await res.json().catch(() => null));
-  // A service's token also identifies itself here; only a person may submit.
-  if (!user.success || (user.data.kind && user.data.kind !== "user")) return { invalid: true };
-  return { user: user.data.name };
+  const user = await personFromHubAnswer(res);
+  return user ? { user } : { invalid: true };
 }
 
 /**

@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { getSignedCookie, setSignedCookie } from "hono/cookie";
 import { z } from "zod";
+import { personFromHubAnswer } from "../auth/hub.js";
 import { endSession, startSession } from "../auth/session.js";
 import type { Env } from "../env.js";
 import { ApiError } from "../errors.js";
@@ -45,7 +46,6 @@ authRoutes.get("/login", async (c) => {
 });
 
 const TokenAnswer = z.object({ access_token: z.string().min(1) });
-const HubUser = z.object({ kind: z.string().optional(), name: z.string().min(1) });
 
 authRoutes.get("/callback", async (c) => {
   const oauth = hubOAuth(c.env);
@@ -64,10 +64,10 @@ authRoutes.get("/callback", async (c) => {
   const token = TokenAnswer.safeParse(await exchange.json().catch(() => null));
   if (!exchange.ok || !token.success) throw new ApiError(401, "oauth_exchange_failed", `The hub did not accept the login code (HTTP ${exchange.status}); open /auth/login again.`);
   const who = await fetch(`${oauth.api}/user`, { headers: { authorization: `Bearer ${token.data.access_token}` } });
-  const user = HubUser.safeParse(await who.json().catch(() => null));
-  if (!who.ok || !user.success || (user.data.kind && user.data.kind !== "user")) throw new ApiError(401, "oauth_user_unknown", "The hub did not say who you are; open /auth/login again.");
-  await startSession(c, user.data.name);
-  console.log(JSON.stringify({ level: "info", msg: "hub login", user: user.data.name }));
+  const user = who.ok ? await personFromHubAnswer(who) : null;
+  if (!user) throw new ApiError(401, "oauth_user_unknown", "The hub did not say who you are; open /auth/login again.");
+  await startSession(c, user);
+  console.log(JSON.stringify({ level: "info", msg: "hub login", user }));
   return c.redirect(saved.next, 302);
 });
 
