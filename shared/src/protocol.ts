@@ -71,6 +71,8 @@ export const JobSpec = z.object({
   autograder: z.object({ sha256: Sha256, otterVersion: z.string() }),
   /** Wall-clock limit the runner enforces on the grading container. */
   timeoutMs: z.number().int().positive(),
+  /** Set when this job grades an existing submission again for a staff regrade. */
+  regradeId: z.number().int().positive().optional(),
 });
 export type JobSpec = z.infer<typeof JobSpec>;
 

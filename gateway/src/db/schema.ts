@@ -206,3 +206,67 @@ export const apiTokens = sqliteTable(
   },
   (t) => [index("api_tokens_by_kind").on(t.kind, t.name)],
 );
+
+export const REGRADE_STATES = ["running", "finished", "cancelled"] as const;
+export type RegradeState = (typeof REGRADE_STATES)[number];
+
+/**
+ * A staff request to grade existing submissions again with the assignment's current autograder
+ * (one submission, one student, or the whole assignment). A dry run grades but changes nothing.
+ */
+export const regrades = sqliteTable(
+  "regrades",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    course: text("course").notNull(),
+    assignment: text("assignment").notNull(),
+    /** The autograder the regrade grades with: the assignment's at the time the regrade was asked for. */
+    autograderSha256: text("autograder_sha256").notNull(),
+    dryRun: integer("dry_run", { mode: "boolean" }).notNull(),
+    neverLower: integer("never_lower", { mode: "boolean" }).notNull(),
+    onlyOutdated: integer("only_outdated", { mode: "boolean" }).notNull(),
+    /** The scope as asked: null for the whole assignment. */
+    scopeUser: text("scope_user"),
+    scopeSubmissions: text("scope_submissions"),
+    requestedBy: text("requested_by").notNull(),
+    state: text("state", { enum: REGRADE_STATES }).notNull(),
+    total: integer("total").notNull(),
+    message: text("message"),
+    createdAt: text("created_at").notNull(),
+    finishedAt: text("finished_at"),
+    updatedAt: text("updated_at").notNull(),
+  },
+  (t) => [index("regrades_by_assignment").on(t.course, t.assignment, t.state)],
+);
+
+export const REGRADE_ITEM_STATES = ["queued", "leased", "graded", "failed", "cancelled"] as const;
+/**
+ * What a graded item did to its submission: `changed` / `unchanged` (applied), `kept_higher`
+ * (never-lower refused a lower score), `would_change` / `would_stay` (dry run: nothing applied).
+ */
+export const REGRADE_OUTCOMES = ["changed", "unchanged", "kept_higher", "would_change", "would_stay"] as const;
+export type RegradeOutcome = (typeof REGRADE_OUTCOMES)[number];
+
+export const regradeItems = sqliteTable(
+  "regrade_items",
+  {
+    regradeId: integer("regrade_id").notNull(),
+    submissionId: text("submission_id").notNull(),
+    user: text("user").notNull(),
+    state: text("state", { enum: REGRADE_ITEM_STATES }).notNull(),
+    attempts: integer("attempts").notNull().default(0),
+    /** The submission's score when the regrade was asked for (null if it had failed). */
+    oldScore: real("old_score"),
+    newScore: real("new_score"),
+    newPoints: real("new_points"),
+    newMaxPoints: real("new_max_points"),
+    verdict: text("verdict"),
+    outcome: text("outcome", { enum: REGRADE_OUTCOMES }),
+    /** Lease token of the attempt whose grade was taken: makes recording idempotent, as for submissions. */
+    gradedToken: text("graded_token"),
+    message: text("message"),
+    finishedAt: text("finished_at"),
+    updatedAt: text("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.regradeId, t.submissionId] }), index("regrade_items_by_state").on(t.regradeId, t.state)],
+);

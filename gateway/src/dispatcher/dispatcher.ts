@@ -10,7 +10,7 @@ import {
 import { type Env, intSetting } from "../env.js";
 import { JobQueue, type JobRow } from "./queue.js";
 import { passbackOutbox } from "../passback/outbox.js";
-import { recordFailed, recordGrade, recordLeased, recordRequeued } from "./record.js";
+import { type JobJournal, journalFor } from "./journal.js";
 
 /** What the Dispatcher remembers about a runner's socket; kept on the socket so it survives hibernation. */
 interface Session {
@@ -56,10 +56,30 @@ export class Dispatcher extends DurableObject<Env> {
 
   // ---- RPC from the Worker ---------------------------------------------------------------------
 
-  /** Adds a job (idempotent by submission id) and hands it out if a runner has room. */
+  /** Adds a job (idempotent by job key) and hands it out if a runner has room. */
   async enqueue(job: JobSpec, priority = 0): Promise<void> {
     this.queue.add(job, priority, Date.now());
     await this.dispatch();
+  }
+
+  /** Adds many jobs in one step (a regrade): all of them or, if this throws, none. */
+  async enqueueMany(jobs: JobSpec[], priority: number): Promise<void> {
+    const now = Date.now();
+    this.ctx.storage.transactionSync(() => {
+      for (const job of jobs) this.queue.add(job, priority, now);
+    });
+    await this.dispatch();
+  }
+
+  /** Drops a regrade's jobs: waiting ones are removed, leased ones revoked. Returns how many. */
+  async cancelRegrade(regradeId: number): Promise<number> {
+    const doomed = this.queue.ofRegrade(regradeId);
+    for (const job of doomed) {
+      this.revokeOnSocket(job, "The regrade was cancelled.");
+      this.queue.remove(job.id);
+    }
+    await this.dispatch();
+    return doomed.length;
   }
 
   /** Closes every socket opened with this runner token and requeues what they held. */
@@ -142,7 +162,7 @@ export class Dispatcher extends DurableObject<Env> {
         const job = this.queue.get(message.lease.jobId);
         if (job && job.lease_token === message.lease.token) {
           this.queue.release(job.id, { refundAttempt: true, notBefore: Date.now() });
-          this.ctx.waitUntil(this.logged(recordRequeued(this.env.DB, job.id, `handed back by runner ${session.runner}: ${message.reason}`)));
+          this.ctx.waitUntil(this.logged(this.journal(job).requeued(`handed back by runner ${session.runner}: ${message.reason}`)));
         }
         break;
       }
@@ -209,8 +229,9 @@ export class Dispatcher extends DurableObject<Env> {
       return;
     }
     let recorded: boolean;
+    let passbackDue: boolean;
     try {
-      recorded = await recordGrade(this.env.DB, job.id, lease.token, session.runner, outcome.grade);
+      ({ recorded, passbackDue } = await this.journal(job).graded(lease.token, session.runner, outcome.grade));
     } catch (err) {
       // D1 unreachable: the grade is not kept, so the job is graded again rather than lost.
       log("error", "recording grade failed", { jobId: job.id, error: String(err) });
@@ -222,7 +243,7 @@ export class Dispatcher extends DurableObject<Env> {
     const current = this.queue.get(job.id);
     if (current && current.lease_token && current.lease_token !== lease.token) this.revokeOnSocket(current, "The job was graded by another attempt.");
     this.queue.remove(job.id);
-    if (recorded) this.ctx.waitUntil(this.logged(passbackOutbox(this.env).kick()));
+    if (passbackDue) this.ctx.waitUntil(this.logged(passbackOutbox(this.env).kick()));
     log("info", "result", { runner: session.runner, jobId: job.id, attempt: job.attempts, recorded, verdict: outcome.grade.verdict, score: outcome.grade.score });
     send(ws, { type: "ack", lease, accepted: recorded, ...(recorded ? {} : { reason: "already_final" }) });
   }
@@ -242,7 +263,7 @@ export class Dispatcher extends DurableObject<Env> {
       this.queue.remove(job.id);
       const why = `Grading failed ${job.attempts} times for reasons outside the notebook; last: ${reason}`;
       log("error", "job failed", { jobId: job.id, reason });
-      await this.logged(recordFailed(this.env.DB, job.id, why));
+      await this.logged(this.journal(job).failed(why));
       return;
     }
     // Back off with jitter so a broken node or engine does not spin on the same job.
@@ -250,7 +271,7 @@ export class Dispatcher extends DurableObject<Env> {
     const notBefore = now + Math.round(backoff * (0.5 + Math.random() / 2));
     this.queue.release(job.id, { refundAttempt: false, notBefore });
     log("warn", "job requeued", { jobId: job.id, attempt: job.attempts, reason });
-    this.ctx.waitUntil(this.logged(recordRequeued(this.env.DB, job.id, reason)));
+    this.ctx.waitUntil(this.logged(this.journal(job).requeued(reason)));
   }
 
   private revokeOnSocket(job: JobRow, reason: string): void {
@@ -274,7 +295,7 @@ export class Dispatcher extends DurableObject<Env> {
         const hardDeadline = now + spec.timeoutMs + 2 * this.leaseTtlMs;
         const attempt = this.queue.lease(job.id, { token, sessionId: session.sessionId, runner: session.runner, deadline, hardDeadline });
         send(ws, { type: "lease", lease: { jobId: job.id, token }, attempt, deadline, job: spec });
-        this.ctx.waitUntil(this.logged(recordLeased(this.env.DB, job.id, attempt, session.runner)));
+        this.ctx.waitUntil(this.logged(this.journal(job).leased(attempt, session.runner)));
       }
     }
     const next = this.queue.nextWakeup(now);
@@ -282,6 +303,10 @@ export class Dispatcher extends DurableObject<Env> {
       const current = await this.ctx.storage.getAlarm();
       if (current === null || current > next) await this.ctx.storage.setAlarm(next);
     }
+  }
+
+  private journal(job: JobRow): JobJournal {
+    return journalFor(this.env, JSON.parse(job.spec) as JobSpec);
   }
 
   private async logged(write: Promise<unknown>): Promise<void> {

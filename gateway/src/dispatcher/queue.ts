@@ -17,6 +17,15 @@ export interface JobRow {
 }
 
 /**
+ * A job's id in the queue, which is also the lease's `jobId`: the submission id for a new submission,
+ * and `r<regrade>:<submission>` for a regrade job, so a regrade never collides with its submission.
+ */
+export function jobKey(job: Pick<JobSpec, "submissionId" | "regradeId">): string {
+  return job.regradeId === undefined ? job.submissionId : `${regradeKeyPrefix(job.regradeId)}${job.submissionId}`;
+}
+const regradeKeyPrefix = (regradeId: number) => `r${regradeId}:`;
+
+/**
  * The Dispatcher's job table, in the Durable Object's own SQLite storage. Synchronous by design:
  * each method is one indivisible step of the Dispatcher, with no await in the middle.
  */
@@ -45,7 +54,7 @@ export class JobQueue {
   add(job: JobSpec, priority: number, now: number): void {
     this.sql.exec(
       "INSERT OR IGNORE INTO jobs (id, spec, otter_version, priority, enqueued_at) VALUES (?, ?, ?, ?, ?)",
-      job.submissionId,
+      jobKey(job),
       JSON.stringify(job),
       job.autograder.otterVersion,
       priority,
@@ -55,6 +64,11 @@ export class JobQueue {
 
   get(id: string): JobRow | undefined {
     return this.sql.exec<JobRow>("SELECT * FROM jobs WHERE id = ?", id).toArray()[0];
+  }
+
+  /** Jobs of one regrade, leased or not. */
+  ofRegrade(regradeId: number): JobRow[] {
+    return this.sql.exec<JobRow>("SELECT * FROM jobs WHERE id LIKE ?", `${regradeKeyPrefix(regradeId)}%`).toArray();
   }
 
   remove(id: string): void {

@@ -24,7 +24,7 @@ export function retryDelayMs(attempts: number, timing: { baseMs: number; maxMs: 
 }
 
 /** The submission whose grade the LMS should end with, under the assignment's policy. */
-async function policyChoice(db: Database, row: PassbackRow, policy: "latest" | "best") {
+export async function policyChoice(db: Database, row: { course: string; assignment: string; user: string }, policy: "latest" | "best") {
   const mine = and(eq(submissions.course, row.course), eq(submissions.assignment, row.assignment), eq(submissions.user, row.user), eq(submissions.status, "graded"));
   // rowid breaks ties between submissions made in the same millisecond: it follows insertion order.
   const newest = [desc(submissions.createdAt), desc(sql`rowid`)];

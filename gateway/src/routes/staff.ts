@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { type StaffEnv, assertCourse, requireStaff } from "../auth/service-tokens.js";
 import { ApiError } from "../errors.js";
+import { regradeRoutes } from "./regrades.js";
 import { type GradeExportFilters, GradeExportError, type GradeRow, type PageRunner, API_PAGE_SIZE, gradesCsvFilename, gradesCsvPages, parseGradeExportFilters } from "../export/grades.js";
 
 /** Course staff's API: a staff token of the course, or an admin token. */
@@ -69,3 +70,5 @@ staffRoutes.get("/courses/:course/grades.csv", async (c) => {
   }
   return gradesCsvResponse(c.env.DB, filters);
 });
+
+staffRoutes.route("/", regradeRoutes);

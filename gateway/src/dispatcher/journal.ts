@@ -1,0 +1,44 @@
+import type { Grade, JobSpec } from "@otter-edge/shared";
+import type { Env } from "../env.js";
+import { repostPolicyGrade } from "../passback/repost.js";
+import { recordRegradeFailed, recordRegradeGrade, recordRegradeLeased, recordRegradeRequeued } from "../regrade/record.js";
+import { recordFailed, recordGrade, recordLeased, recordRequeued } from "./record.js";
+
+/**
+ * Where the Dispatcher writes what happens to a job: the submission's own row for a new submission,
+ * the regrade's item row for a regrade job. The Dispatcher itself does not care which.
+ */
+export interface JobJournal {
+  leased(attempt: number, runner: string): Promise<void>;
+  requeued(reason: string): Promise<void>;
+  failed(reason: string): Promise<void>;
+  /** Records a grade; `passbackDue` says the outbox has a new row to deliver. */
+  graded(token: string, runner: string, grade: Grade): Promise<{ recorded: boolean; passbackDue: boolean }>;
+}
+
+export function journalFor(env: Env, job: JobSpec): JobJournal {
+  const id = job.submissionId;
+  const regradeId = job.regradeId;
+  if (regradeId === undefined) {
+    return {
+      leased: (attempt, runner) => recordLeased(env.DB, id, attempt, runner),
+      requeued: (reason) => recordRequeued(env.DB, id, reason),
+      failed: (reason) => recordFailed(env.DB, id, reason),
+      graded: async (token, runner, grade) => {
+        const recorded = await recordGrade(env.DB, id, token, runner, grade);
+        return { recorded, passbackDue: recorded };
+      },
+    };
+  }
+  return {
+    leased: (attempt) => recordRegradeLeased(env.DB, regradeId, id, attempt),
+    requeued: (reason) => recordRegradeRequeued(env.DB, regradeId, id, reason),
+    failed: (reason) => recordRegradeFailed(env.DB, regradeId, id, reason),
+    graded: async (token, runner, grade) => {
+      const result = await recordRegradeGrade(env.DB, regradeId, id, token, runner, grade);
+      // Only a score that actually changed can change what the LMS should hold.
+      const passbackDue = result.recorded && result.outcome === "changed" && result.submission ? await repostPolicyGrade(env, result.submission) : false;
+      return { recorded: result.recorded, passbackDue };
+    },
+  };
+}
