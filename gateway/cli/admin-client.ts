@@ -7,8 +7,8 @@ export class AdminClient {
     private readonly token: string,
   ) {}
 
-  private async call<T>(method: string, path: string, body?: Buffer, contentType?: string): Promise<T> {
-    const res = await fetch(new URL(`/api/v1/admin${path}`, this.gatewayUrl), {
+  private async call<T>(method: string, path: string, body?: Buffer, contentType?: string, api = "/api/v1/admin"): Promise<T> {
+    const res = await fetch(new URL(`${api}${path}`, this.gatewayUrl), {
       method,
       headers: { authorization: `Bearer ${this.token}`, ...(contentType ? { "content-type": contentType } : {}) },
       body,
@@ -57,6 +57,24 @@ export class AdminClient {
     return this.call<Record<string, unknown>>("GET", "/stats");
   }
 
+  /** Starts a regrade of an assignment (staff API: an admin token or the course's staff token). */
+  startRegrade(course: string, assignment: string, request: Record<string, unknown>) {
+    const path = `/courses/${encodeURIComponent(course)}/assignments/${encodeURIComponent(assignment)}/regrades`;
+    return this.call<RegradeProgress>("POST", path, Buffer.from(JSON.stringify(request)), "application/json", "/api/v1/staff");
+  }
+
+  regrade(id: number) {
+    return this.call<RegradeProgress>("GET", `/regrades/${id}`, undefined, undefined, "/api/v1/staff");
+  }
+
+  cancelRegrade(id: number) {
+    return this.call<RegradeProgress>("POST", `/regrades/${id}/cancel`, undefined, undefined, "/api/v1/staff");
+  }
+
+  listRegrades(course: string) {
+    return this.call<{ regrades: Array<Record<string, unknown>> }>("GET", `/courses/${encodeURIComponent(course)}/regrades`, undefined, undefined, "/api/v1/staff");
+  }
+
   /** A course's grades as CSV, streamed from the staff API (an admin token or that course's staff token). */
   async gradesCsv(filters: { course: string; section?: string; assignment?: string; since?: string; until?: string; policy?: string }): Promise<ReadableStream<Uint8Array>> {
     const { course, ...rest } = filters;
@@ -66,4 +84,15 @@ export class AdminClient {
     if (!res.ok || !res.body) throw new Error(`GET ${path}: HTTP ${res.status} ${await res.text()}`);
     return res.body;
   }
+}
+
+/** The parts of the gateway's regrade answer the CLI reads (the rest is printed as it comes). */
+export interface RegradeProgress {
+  id: number;
+  state: "running" | "finished" | "cancelled";
+  total: number;
+  done: number;
+  outcomes: Record<string, number>;
+  progress: Record<string, number>;
+  [key: string]: unknown;
 }

@@ -3,7 +3,7 @@
  * Reads the gateway URL and admin token from --gateway/--admin-token or OTTER_EDGE_URL/OTTER_EDGE_ADMIN_TOKEN.
  */
 import { parseArgs } from "node:util";
-import { AdminClient } from "./admin-client.js";
+import { AdminClient, type RegradeProgress } from "./admin-client.js";
 import { exportGrades } from "./grades-export.js";
 
 const HELP = `otter-edge: administer an otter-edge gateway
@@ -16,6 +16,16 @@ const HELP = `otter-edge: administer an otter-edge gateway
   otter-edge tokens list
   otter-edge tokens revoke ID                                 revoke now; a runner using it is disconnected
   otter-edge stats                                            queue depth, leases, runners
+  otter-edge regrade start COURSE ASSIGNMENT [--submission ID]... [--user U] [--only-outdated]
+                           [--never-lower] [--dry-run] [--wait]
+      grade submissions again with the assignment's current autograder, behind new submissions:
+      all of the assignment, one student's (--user) or listed ones (--submission, repeatable);
+      --only-outdated skips those already graded by the current autograder; --never-lower keeps a
+      higher old score; --dry-run grades and reports which scores would change, changing nothing;
+      --wait prints progress until it ends. Grades the LMS holds are re-posted only where they change.
+  otter-edge regrade status ID [--wait]                      progress, outcome counts, changed scores
+  otter-edge regrade cancel ID                               stop; what was applied stays
+  otter-edge regrade list COURSE
   otter-edge grades export --course C [--section S] [--assignment A] [--since T] [--until T]
                            [--policy all|latest|best] [--out FILE] [--local [--persist-to DIR] | --remote]
       grades as CSV (userid,grade,section,lab,timestamp,course,assignment,submission_id,passback_state);
@@ -34,7 +44,9 @@ async function main(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: { gateway: { type: "string" }, "admin-token": { type: "string" }, "timeout-seconds": { type: "string" }, state: { type: "string" }, course: { type: "string" }, help: { type: "boolean" },
       section: { type: "string" }, assignment: { type: "string" }, since: { type: "string" }, until: { type: "string" }, policy: { type: "string" }, out: { type: "string" },
-      local: { type: "boolean" }, remote: { type: "boolean" }, "persist-to": { type: "string" }, "page-size": { type: "string" } },
+      local: { type: "boolean" }, remote: { type: "boolean" }, "persist-to": { type: "string" }, "page-size": { type: "string" },
+      submission: { type: "string", multiple: true }, user: { type: "string" }, "only-outdated": { type: "boolean" }, "never-lower": { type: "boolean" },
+      "dry-run": { type: "boolean" }, wait: { type: "boolean" } },
   });
   if (values.help || positionals.length === 0) {
     process.stdout.write(HELP);
@@ -80,12 +92,54 @@ async function main(argv: string[]): Promise<number> {
     case "stats":
       print(await client.stats());
       return 0;
+    case "regrade start": {
+      if (rest.length < 2) break;
+      const request = {
+        ...(values.submission ? { submission_ids: values.submission } : {}),
+        ...(values.user ? { user: values.user } : {}),
+        only_outdated: Boolean(values["only-outdated"]),
+        never_lower: Boolean(values["never-lower"]),
+        dry_run: Boolean(values["dry-run"]),
+      };
+      const started = await client.startRegrade(rest[0]!, rest[1]!, request);
+      print(values.wait ? await followRegrade(client, started) : started);
+      return 0;
+    }
+    case "regrade status": {
+      if (!rest[0]) break;
+      const current = await client.regrade(Number(rest[0]));
+      print(values.wait ? await followRegrade(client, current) : current);
+      return 0;
+    }
+    case "regrade cancel":
+      if (!rest[0]) break;
+      print(await client.cancelRegrade(Number(rest[0])));
+      return 0;
+    case "regrade list":
+      if (!rest[0]) break;
+      print(await client.listRegrades(rest[0]));
+      return 0;
     case "grades export":
       await exportGrades({ ...values, persistTo: values["persist-to"], pageSize: values["page-size"] ? Number(values["page-size"]) : undefined }, () => client);
       return 0;
   }
   process.stderr.write(`otter-edge: unknown or incomplete command "${positionals.join(" ")}"\n\n${HELP}`);
   return 2;
+}
+
+/** Prints a progress line to stderr whenever it moves, until the regrade ends; returns the last answer. */
+async function followRegrade(client: AdminClient, first: RegradeProgress): Promise<RegradeProgress> {
+  let current = first;
+  let last = "";
+  for (;;) {
+    const o = current.outcomes;
+    const line = `regrade ${current.id}: ${current.state}, ${current.done}/${current.total} done (changed ${(o.changed ?? 0) + (o.would_change ?? 0)}, unchanged ${(o.unchanged ?? 0) + (o.would_stay ?? 0)}, kept higher ${o.kept_higher ?? 0}, failed ${current.progress.failed ?? 0})`;
+    if (line !== last) process.stderr.write(`${line}\n`);
+    last = line;
+    if (current.state !== "running") return current;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    current = await client.regrade(current.id);
+  }
 }
 
 main(process.argv.slice(2)).then(
