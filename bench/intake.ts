@@ -11,10 +11,13 @@
  *   BENCH_CONSUMER=0                      no consumer connected (jobs stay queued: intake cost alone)
  *   BENCH_STUDENTS=10                     students in DEV_USER_TOKENS, submitting round robin
  *   BENCH_GATEWAY_LOG=FILE                copy the gateway's (wrangler's) stdout and stderr to FILE
+ *   BENCH_BASELINE=<git ref>              also run that commit's gateway (a temporary git worktree) and
+ *                                         measure both builds level by level, alternating which goes first
  */
 import http from "node:http";
 import { createWriteStream } from "node:fs";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { execFileSync } from "node:child_process";
+import { mkdtemp, readFile, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
@@ -30,6 +33,7 @@ const LEVELS = (process.env.BENCH_LEVELS ?? "1:300,50:2000,200:4000").split(",")
 const WITH_CONSUMER = process.env.BENCH_CONSUMER !== "0";
 const STUDENTS = Number(process.env.BENCH_STUDENTS ?? 10);
 const REQUEST_TIMEOUT_MS = 30_000;
+const BASELINE = process.env.BENCH_BASELINE;
 
 /** A runner that grades nothing: every lease is answered at once with a full grade. */
 class DrainingConsumer {
@@ -75,6 +79,7 @@ class DrainingConsumer {
 }
 
 interface LevelResult {
+  build: string;
   target: string;
   concurrency: number;
   requests: number;
@@ -103,7 +108,7 @@ async function runLevel(
   requests: number,
   request: (agent: http.Agent, i: number) => http.RequestOptions,
   body: Buffer | null,
-): Promise<Omit<LevelResult, "drainMs">> {
+): Promise<Omit<LevelResult, "drainMs" | "build">> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
   const latencies: number[] = [];
   const statuses: Record<string, number> = {};
@@ -202,70 +207,111 @@ async function query<T>(gateway: Gateway, sql: string): Promise<T[]> {
   }
 }
 
-async function main() {
-  const work = await mkdtemp(join(tmpdir(), "otter-edge-bench-intake-"));
+/** One gateway under test: a build (this checkout, or a baseline worktree) with its own state and consumer. */
+interface Target {
+  build: string;
+  gateway: Gateway;
+  admin: string;
+  consumer?: DrainingConsumer;
+  submit: (agent: http.Agent, i: number) => http.RequestOptions;
+  healthz: (agent: http.Agent) => http.RequestOptions;
+}
+
+async function startTarget(build: string, root: string, work: string, body: Buffer): Promise<Target> {
   const students = Array.from({ length: STUDENTS }, (_, i) => `student${i}`);
   const credentials = newCredentials(students);
   const tokens = students.map((s) => credentials.students[s]!);
-  let gateway: Gateway | undefined;
-  let consumer: DrainingConsumer | undefined;
-  try {
-    console.log(`starting gateway (wrangler dev, state in ${work}) …`);
-    // EDX_URL on loopback: passback has no consumer secret configured, so it never posts; this makes
-    // sure that even if it did, nothing leaves the machine.
-    gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9" } });
-    if (process.env.BENCH_GATEWAY_LOG) {
-      const log = createWriteStream(process.env.BENCH_GATEWAY_LOG);
-      gateway.process.stdout?.on("data", (d: Buffer) => log.write(d));
-      gateway.process.stderr?.on("data", (d: Buffer) => log.write(d));
-    }
-    const uploaded = await configureAssignment(gateway.url, credentials.admin, {
-      configFile: join(SAMPLE, "course-config.json"),
-      course: "demo101",
-      assignment: "sample",
-      autograderZip: join(SAMPLE, "dist", "autograder.zip"),
-      timeoutSeconds: 300,
-    });
-    if (WITH_CONSUMER) consumer = await DrainingConsumer.connect(gateway.url, credentials.runner, 64, uploaded.otter_version);
-
-    const nb = JSON.parse(await readFile(join(SAMPLE, "submissions", "full.ipynb"), "utf8"));
-    const body = Buffer.from(JSON.stringify({ nb }));
-    const { hostname, port } = new URL(gateway.url);
-    const submit = (agent: http.Agent, i: number): http.RequestOptions => ({
+  console.log(`starting gateway "${build}" (wrangler dev from ${root}, state in ${work}) …`);
+  // EDX_URL on loopback: passback has no consumer secret configured, so it never posts; this makes
+  // sure that even if it did, nothing leaves the machine.
+  const gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9" }, root });
+  if (process.env.BENCH_GATEWAY_LOG) {
+    const log = createWriteStream(`${process.env.BENCH_GATEWAY_LOG}.${build}`);
+    gateway.process.stdout?.on("data", (d: Buffer) => log.write(d));
+    gateway.process.stderr?.on("data", (d: Buffer) => log.write(d));
+  }
+  const uploaded = await configureAssignment(gateway.url, credentials.admin, {
+    configFile: join(SAMPLE, "course-config.json"),
+    course: "demo101",
+    assignment: "sample",
+    autograderZip: join(SAMPLE, "dist", "autograder.zip"),
+    timeoutSeconds: 300,
+  });
+  const consumer = WITH_CONSUMER ? await DrainingConsumer.connect(gateway.url, credentials.runner, 64, uploaded.otter_version) : undefined;
+  const { hostname, port } = new URL(gateway.url);
+  return {
+    build,
+    gateway,
+    admin: credentials.admin,
+    consumer,
+    submit: (agent, i) => ({
       agent,
       host: hostname,
       port,
       path: "/api/v1/submissions",
       method: "POST",
       headers: { "content-type": "application/json", "content-length": body.length, authorization: `Bearer ${tokens[i % tokens.length]}` },
-    });
-    const healthz = (agent: http.Agent): http.RequestOptions => ({ agent, host: hostname, port, path: "/healthz", method: "GET" });
+    }),
+    healthz: (agent) => ({ agent, host: hostname, port, path: "/healthz", method: "GET" }),
+  };
+}
+
+/** A detached git worktree of `ref` sharing this checkout's node_modules (same wrangler, same libraries). */
+async function baselineCheckout(ref: string, work: string): Promise<string> {
+  const dir = join(work, "baseline");
+  execFileSync("git", ["worktree", "add", "--detach", dir, ref], { cwd: ROOT, stdio: "ignore" });
+  await symlink(join(ROOT, "node_modules"), join(dir, "node_modules"));
+  return dir;
+}
+
+function currentBuild(): string {
+  const head = execFileSync("git", ["rev-parse", "--short", "HEAD"], { cwd: ROOT }).toString().trim();
+  const dirty = execFileSync("git", ["status", "--porcelain", "--", "gateway", "shared"], { cwd: ROOT }).toString().trim() !== "";
+  return `${head}${dirty ? "+changes" : ""}`;
+}
+
+async function main() {
+  const work = await mkdtemp(join(tmpdir(), "otter-edge-bench-intake-"));
+  const targets: Target[] = [];
+  let baselineDir: string | undefined;
+  try {
+    const nb = JSON.parse(await readFile(join(SAMPLE, "submissions", "full.ipynb"), "utf8"));
+    const body = Buffer.from(JSON.stringify({ nb }));
+    targets.push(await startTarget(currentBuild(), ROOT, join(work, "current"), body));
+    if (BASELINE) {
+      baselineDir = await baselineCheckout(BASELINE, work);
+      const ref = execFileSync("git", ["rev-parse", "--short", BASELINE], { cwd: ROOT }).toString().trim();
+      targets.push(await startTarget(`baseline ${ref}`, baselineDir, join(work, "baseline-state"), body));
+    }
 
     // Warm up: the first requests compile the Worker's code paths and open D1/R2/DO.
-    await runLevel(gateway, "warmup", 10, 200, submit, body);
-    if (consumer) await waitDrained(gateway, credentials.admin);
+    for (const t of targets) {
+      await runLevel(t.gateway, "warmup", 10, 200, t.submit, body);
+      if (t.consumer) await waitDrained(t.gateway, t.admin);
+    }
 
     const results: LevelResult[] = [];
     // The platform's floor: the same HTTP stack (wrangler's proxy → workerd → Hono) with no work.
-    results.push({ ...(await runLevel(gateway, "GET /healthz", 50, 2000, healthz, null)), drainMs: null });
-    for (const { concurrency, requests } of LEVELS) {
-      console.log(`POST /api/v1/submissions: concurrency ${concurrency}, ${requests} requests …`);
-      const r = await runLevel(gateway, "POST /api/v1/submissions", concurrency, requests, submit, body);
-      const drainMs = consumer ? await waitDrained(gateway, credentials.admin) : null;
-      results.push({ ...r, drainMs });
+    for (const t of targets) results.push({ build: t.build, ...(await runLevel(t.gateway, "GET /healthz", 50, 2000, t.healthz, null)), drainMs: null });
+    for (const [index, { concurrency, requests }] of LEVELS.entries()) {
+      // Alternate which build goes first, so neither always meets the machine warmer or busier.
+      const order = index % 2 === 0 ? targets : [...targets].reverse();
+      for (const t of order) {
+        console.log(`${t.build}: POST /api/v1/submissions: concurrency ${concurrency}, ${requests} requests …`);
+        const r = await runLevel(t.gateway, "POST /api/v1/submissions", concurrency, requests, t.submit, body);
+        const drainMs = t.consumer ? await waitDrained(t.gateway, t.admin) : null;
+        results.push({ build: t.build, ...r, drainMs });
+      }
     }
+    results.sort((a, b) => a.concurrency - b.concurrency || a.target.localeCompare(b.target) || targets.findIndex((t) => t.build === a.build) - targets.findIndex((t) => t.build === b.build));
 
-    const d1 = await query<{ status: string; n: number }>(gateway, "SELECT status, COUNT(*) AS n FROM submissions GROUP BY status");
-    const events = await query<{ state: string; n: number }>(gateway, "SELECT state, COUNT(*) AS n FROM submission_events GROUP BY state");
-    // Why refused submissions failed (the gateway writes the enqueue error into the event's detail).
-    const failures = await query<{ detail: string; n: number }>(gateway, "SELECT substr(detail, 1, 300) AS detail, COUNT(*) AS n FROM submission_events WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC LIMIT 5");
-
-    console.log(`\nIntake benchmark (${new Date().toISOString()}), ${machine().cores} cores, Node ${process.version}; body ${body.length} B; ${STUDENTS} students; consumer ${WITH_CONSUMER ? "on (capacity 64, grades at once)" : "off"}`);
+    console.log(`\nIntake benchmark (${new Date().toISOString()}), ${machine().cores} cores, load ${machine().loadavg}, Node ${process.version}; body ${body.length} B; ${STUDENTS} students; consumer ${WITH_CONSUMER ? "on (capacity 64, grades at once)" : "off"}`);
     console.log("Figures are noisy on a shared 2-core machine: the load generator, wrangler and workerd share the cores. Repeat a run when a figure looks off.\n");
     console.log(
       table(
-        ["target", "conc", "requests", "accepted", "refused", "5xx", "net err", "req/s", "accepted/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "gw CPU ms/req", "drain ms"],
+        ["build", "target", "conc", "requests", "accepted", "refused", "5xx", "net err", "req/s", "accepted/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "gw CPU ms/req", "drain ms"],
         results.map((r) => [
+          r.build,
           r.target,
           r.concurrency,
           r.requests,
@@ -285,20 +331,31 @@ async function main() {
       ),
     );
     console.log("\ngateway CPU by process over each level (ms):");
-    for (const r of results) console.log(`  ${r.target} c=${r.concurrency}: ${Object.entries(r.gatewayCpuMs).map(([k, v]) => `${k} ${v}`).join(", ")}; bench client ${fmt(r.benchCpuMs, 0)}`);
-    console.log(`\nD1 submissions by status: ${d1.map((r) => `${r.status} ${r.n}`).join(", ")}; events: ${events.map((r) => `${r.state} ${r.n}`).join(", ")}`);
-    for (const r of results) for (const [status, text] of Object.entries(r.samples)) console.log(`c=${r.concurrency} first ${status} body: ${text.replace(/\s+/g, " ")}`);
-    for (const f of failures) console.log(`failed ×${f.n}: ${f.detail}`);
-    if (consumer) console.log(`consumer: ${JSON.stringify(consumer.counts)}`);
-    const best = results.filter((r) => r.target.startsWith("POST") && r.concurrency > 1);
+    for (const r of results) console.log(`  ${r.build} ${r.target} c=${r.concurrency}: ${Object.entries(r.gatewayCpuMs).map(([k, v]) => `${k} ${v}`).join(", ")}; bench client ${fmt(r.benchCpuMs, 0)}`);
+    const perBuild = [];
+    for (const t of targets) {
+      const d1 = await query<{ status: string; n: number }>(t.gateway, "SELECT status, COUNT(*) AS n FROM submissions GROUP BY status");
+      const events = await query<{ state: string; n: number }>(t.gateway, "SELECT state, COUNT(*) AS n FROM submission_events GROUP BY state");
+      // Why refused submissions failed (the gateway writes the enqueue error into the event's detail).
+      const failures = await query<{ detail: string; n: number }>(t.gateway, "SELECT substr(detail, 1, 300) AS detail, COUNT(*) AS n FROM submission_events WHERE state = 'failed' GROUP BY 1 ORDER BY 2 DESC LIMIT 5");
+      console.log(`\n${t.build}: D1 submissions by status: ${d1.map((r) => `${r.status} ${r.n}`).join(", ")}; events: ${events.map((r) => `${r.state} ${r.n}`).join(", ")}`);
+      for (const f of failures) console.log(`  failed ×${f.n}: ${f.detail}`);
+      if (t.consumer) console.log(`  consumer: ${JSON.stringify(t.consumer.counts)}`);
+      perBuild.push({ build: t.build, d1, events, failures, consumer: t.consumer?.counts ?? null });
+    }
+    for (const r of results) for (const [status, text] of Object.entries(r.samples)) console.log(`${r.build} c=${r.concurrency} first ${status} body: ${text.replace(/\s+/g, " ")}`);
+    const best = results.filter((r) => r.build === targets[0]!.build && r.target.startsWith("POST") && r.concurrency > 1);
     const meets = best.some((r) => r.acceptedPerSec >= 1000 && r.latencyMs.p99 < 100 && r.serverErrors === 0);
-    console.log(`\ntarget (≥ 1,000 accepted/s with p99 < 100 ms and zero 5xx): ${meets ? "met" : "NOT met"} at concurrency ${best.map((r) => r.concurrency).join("/")}`);
+    console.log(`\ntarget (≥ 1,000 accepted/s with p99 < 100 ms and zero 5xx): ${meets ? "met" : "NOT met"} by ${targets[0]!.build} at concurrency ${best.map((r) => r.concurrency).join("/")}`);
 
-    const file = await writeResults("intake", { at: new Date().toISOString(), machine: machine(), bodyBytes: body.length, students: STUDENTS, consumer: WITH_CONSUMER ? consumer!.counts : null, levels: results, d1, events, failures });
+    const file = await writeResults("intake", { at: new Date().toISOString(), machine: machine(), bodyBytes: body.length, students: STUDENTS, levels: results, builds: perBuild });
     console.log(`results: ${file}`);
   } finally {
-    consumer?.close();
-    await gateway?.stop();
+    for (const t of targets) {
+      t.consumer?.close();
+      await t.gateway.stop();
+    }
+    if (baselineDir) execFileSync("git", ["worktree", "remove", "--force", baselineDir], { cwd: ROOT, stdio: "ignore" });
     await rm(work, { recursive: true, force: true });
   }
 }

@@ -48,9 +48,9 @@ export async function freePort(): Promise<number> {
 }
 
 /** Runs a child to completion; rejects with its output when it fails. */
-export async function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+export async function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}, cwd = ROOT): Promise<string> {
   try {
-    const { stdout } = await promisify(execFile)(cmd, args, { cwd: ROOT, env: { ...process.env, ...QUIET_WRANGLER, ...env }, maxBuffer: 64 * 1024 * 1024 });
+    const { stdout } = await promisify(execFile)(cmd, args, { cwd, env: { ...process.env, ...QUIET_WRANGLER, ...env }, maxBuffer: 64 * 1024 * 1024 });
     return stdout;
   } catch (err) {
     const e = err as { stdout?: string; stderr?: string; message: string };
@@ -67,13 +67,18 @@ export interface Gateway {
   stop(): Promise<void>;
 }
 
-export async function applyMigrations(stateDir: string): Promise<void> {
-  await run(WRANGLER, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", stateDir]);
+export async function applyMigrations(stateDir: string, root = ROOT): Promise<void> {
+  await run(WRANGLER, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", stateDir], {}, root);
 }
 
-export async function startGateway(opts: { stateDir: string; credentials: Credentials; port?: number; vars?: Record<string, string>; output?: "inherit" | "pipe" }): Promise<Gateway> {
+/**
+ * `root`: the checkout whose gateway to run (default this one); benchmarks pass another checkout
+ * (a git worktree of an earlier commit) to compare two builds side by side.
+ */
+export async function startGateway(opts: { stateDir: string; credentials: Credentials; port?: number; vars?: Record<string, string>; output?: "inherit" | "pipe"; root?: string }): Promise<Gateway> {
+  const root = opts.root ?? ROOT;
   await mkdir(opts.stateDir, { recursive: true });
-  await applyMigrations(opts.stateDir);
+  await applyMigrations(opts.stateDir, root);
   const port = opts.port ?? (await freePort());
   const envFile = join(opts.stateDir, "gateway.env");
   const secrets = {
@@ -89,7 +94,7 @@ export async function startGateway(opts: { stateDir: string; credentials: Creden
   const child = spawn(
     WRANGLER,
     ["dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--persist-to", opts.stateDir, "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "log"],
-    { cwd: ROOT, env: { ...process.env, ...QUIET_WRANGLER }, stdio: ["ignore", opts.output ?? "pipe", opts.output ?? "pipe"], detached: true },
+    { cwd: root, env: { ...process.env, ...QUIET_WRANGLER }, stdio: ["ignore", opts.output ?? "pipe", opts.output ?? "pipe"], detached: true },
   );
   const output: string[] = [];
   if (child.stdout) child.stdout.on("data", (d: Buffer) => output.push(d.toString()));
@@ -102,7 +107,7 @@ export async function startGateway(opts: { stateDir: string; credentials: Creden
     stateDir: opts.stateDir,
     process: child,
     async query<T>(sql: string) {
-      const out = await run(WRANGLER, ["d1", "execute", "DB", "--local", "--persist-to", opts.stateDir, "--json", "--command", sql]);
+      const out = await run(WRANGLER, ["d1", "execute", "DB", "--local", "--persist-to", opts.stateDir, "--json", "--command", sql], {}, root);
       return (JSON.parse(out) as Array<{ results: T[] }>)[0]!.results;
     },
     async stop() {

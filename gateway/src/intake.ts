@@ -61,31 +61,66 @@ async function enforceRateLimits(env: Env, user: string, course: string): Promis
   }
 }
 
-/** The assignment's grader, if the course config knows this course, section and assignment. */
-async function resolveAssignment(env: Env, routing: OtterServiceRouting) {
+/**
+ * Why a submission's course, section or assignment was not found: only asked after the insert found
+ * nothing, so the common path costs no extra round trip. Always throws.
+ */
+async function explainUnknownAssignment(env: Env, routing: OtterServiceRouting): Promise<never> {
   const db = database(env.DB);
-  const [section, offered, grader] = await db.batch([
-    db.select().from(courseSections).where(and(eq(courseSections.course, routing.course), eq(courseSections.section, routing.section))).limit(1),
+  const [course, section, offered, grader] = await db.batch([
+    db.select({ c: courseSections.course }).from(courseSections).where(eq(courseSections.course, routing.course)).limit(1),
+    db.select({ c: courseSections.course }).from(courseSections).where(and(eq(courseSections.course, routing.course), eq(courseSections.section, routing.section))).limit(1),
     db
-      .select()
+      .select({ c: sectionAssignments.course })
       .from(sectionAssignments)
       .where(and(eq(sectionAssignments.course, routing.course), eq(sectionAssignments.section, routing.section), eq(sectionAssignments.assignment, routing.assignment)))
       .limit(1),
-    db.select().from(assignments).where(and(eq(assignments.course, routing.course), eq(assignments.assignment, routing.assignment))).limit(1),
+    db.select({ c: assignments.course }).from(assignments).where(and(eq(assignments.course, routing.course), eq(assignments.assignment, routing.assignment))).limit(1),
   ]);
-  if (section.length === 0) {
-    const course = await db.select({ c: courseSections.course }).from(courseSections).where(eq(courseSections.course, routing.course)).limit(1);
-    if (course.length === 0) throw new ApiError(404, "unknown_course", `No course "${routing.course}" is configured on this gateway.`);
-    throw new ApiError(404, "unknown_section", `Course "${routing.course}" has no section "${routing.section}".`);
-  }
-  if (offered.length === 0) {
-    throw new ApiError(404, "unknown_assignment", `Section "${routing.section}" of "${routing.course}" has no assignment "${routing.assignment}".`);
-  }
-  const row = grader[0];
-  if (!row) {
-    throw new ApiError(409, "assignment_not_ready", `Assignment "${routing.assignment}" has no autograder uploaded yet; tell your course staff.`);
-  }
-  return row;
+  if (course.length === 0) throw new ApiError(404, "unknown_course", `No course "${routing.course}" is configured on this gateway.`);
+  if (section.length === 0) throw new ApiError(404, "unknown_section", `Course "${routing.course}" has no section "${routing.section}".`);
+  if (offered.length === 0) throw new ApiError(404, "unknown_assignment", `Section "${routing.section}" of "${routing.course}" has no assignment "${routing.assignment}".`);
+  if (grader.length === 0) throw new ApiError(409, "assignment_not_ready", `Assignment "${routing.assignment}" has no autograder uploaded yet; tell your course staff.`);
+  // Configured after all: the config changed between the insert and this check.
+  throw new ApiError(503, "assignment_changed", "The assignment's configuration changed while you submitted; please submit again.", { "Retry-After": "1" });
+}
+
+/**
+ * Inserts the submission row (queued) and its first event in one D1 transaction, only if the
+ * section offers the assignment and it has an autograder; returns that autograder, or null.
+ * One round trip: the config check is the INSERT's own SELECT.
+ */
+async function insertSubmission(env: Env, row: { id: string; user: string; routing: OtterServiceRouting; sha256: string; bytes: number; at: string; detail: string }) {
+  const { course, section, assignment } = row.routing;
+  const [inserted, , grader] = await env.DB.batch<{ autograder_sha256: string; otter_version: string; timeout_seconds: number }>([
+    env.DB.prepare(
+      `INSERT INTO submissions (id, user, course, section, assignment, notebook_sha256, notebook_bytes, autograder_sha256, status, attempts, created_at, updated_at)
+       SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, a.autograder_sha256, 'queued', 0, ?8, ?8
+       FROM assignments a
+       JOIN section_assignments sa ON sa.course = a.course AND sa.assignment = a.assignment AND sa.section = ?4
+       JOIN course_sections cs ON cs.course = sa.course AND cs.section = sa.section
+       WHERE a.course = ?3 AND a.assignment = ?5`,
+    ).bind(row.id, row.user, course, section, assignment, row.sha256, row.bytes, row.at),
+    env.DB.prepare(`INSERT INTO submission_events (submission_id, at, state, detail) SELECT ?1, ?2, 'queued', ?3 WHERE EXISTS (SELECT 1 FROM submissions WHERE id = ?1)`).bind(
+      row.id,
+      row.at,
+      row.detail,
+    ),
+    // Read in the same transaction: exactly the autograder the row was inserted with.
+    env.DB.prepare("SELECT autograder_sha256, otter_version, timeout_seconds FROM assignments WHERE course = ?1 AND assignment = ?2").bind(course, assignment),
+  ]);
+  if ((inserted?.meta.changes ?? 0) === 0) return null;
+  return grader?.results[0] ?? null;
+}
+
+/** The student hears an error and submits again; the row must not pretend to be queued. */
+async function markNotAccepted(env: Env, id: string, message: string, detail: string): Promise<void> {
+  const db = database(env.DB);
+  const at = nowIso();
+  await db.batch([
+    db.update(submissions).set({ status: "failed", message, finishedAt: at, updatedAt: at }).where(eq(submissions.id, id)),
+    db.insert(submissionEvents).values({ submissionId: id, at, state: "failed", detail }),
+  ]);
 }
 
 /**
@@ -100,46 +135,36 @@ export async function acceptSubmission(env: Env, identity: Identity, rawBody: st
     throw new ApiError(403, "user_mismatch", `You are signed in as ${identity.user}; this submission names another user.`);
   }
   await enforceRateLimits(env, identity.user, routing.course);
-  const grader = await resolveAssignment(env, routing);
 
   const bytes = new TextEncoder().encode(JSON.stringify(notebook));
   const notebookSha256 = await sha256Hex(bytes);
-  await env.BLOBS.put(`notebooks/${notebookSha256}`, bytes, { httpMetadata: { contentType: "application/x-ipynb+json" } });
-
   const id = crypto.randomUUID();
   const now = nowIso();
-  const db = database(env.DB);
-  await db.batch([
-    db.insert(submissions).values({
-      id,
-      user: identity.user,
-      ...routing,
-      notebookSha256,
-      notebookBytes: bytes.byteLength,
-      autograderSha256: grader.autograderSha256,
-      status: "queued",
-      createdAt: now,
-      updatedAt: now,
-    }),
-    db.insert(submissionEvents).values({ submissionId: id, at: now, state: "queued", detail: `submitted by ${identity.user} via ${identity.via}` }),
+  // R2 and D1 at the same time; both must succeed before the Dispatcher hears of the job. A blob left
+  // behind by a refused submission is harmless (content-addressed; the next identical notebook reuses it).
+  const [stored, inserted] = await Promise.allSettled([
+    env.BLOBS.put(`notebooks/${notebookSha256}`, bytes, { httpMetadata: { contentType: "application/x-ipynb+json" } }),
+    insertSubmission(env, { id, user: identity.user, routing, sha256: notebookSha256, bytes: bytes.byteLength, at: now, detail: `submitted by ${identity.user} via ${identity.via}` }),
   ]);
+  if (inserted.status === "rejected") throw inserted.reason;
+  const grader = inserted.value;
+  if (stored.status === "rejected") {
+    if (grader) await markNotAccepted(env, id, "The notebook could not be stored; the submission was not accepted.", `storing the notebook failed: ${String(stored.reason)}`);
+    throw new ApiError(503, "storage_unavailable", "Storing your notebook failed; please submit again in a minute.", { "Retry-After": "30" });
+  }
+  if (!grader) return explainUnknownAssignment(env, routing);
 
   const job: JobSpec = {
     submissionId: id,
     ...routing,
     notebook: { sha256: notebookSha256, bytes: bytes.byteLength },
-    autograder: { sha256: grader.autograderSha256, otterVersion: grader.otterVersion },
-    timeoutMs: grader.timeoutSeconds * 1000,
+    autograder: { sha256: grader.autograder_sha256, otterVersion: grader.otter_version },
+    timeoutMs: grader.timeout_seconds * 1000,
   };
   try {
     await dispatcherFor(env).enqueue(job);
   } catch (err) {
-    // The student hears an error and submits again; the row must not pretend to be queued.
-    const at = nowIso();
-    await db.batch([
-      db.update(submissions).set({ status: "failed", message: "The queue was unavailable; the submission was not accepted.", finishedAt: at, updatedAt: at }).where(eq(submissions.id, id)),
-      db.insert(submissionEvents).values({ submissionId: id, at, state: "failed", detail: `enqueue failed: ${String(err)}` }),
-    ]);
+    await markNotAccepted(env, id, "The queue was unavailable; the submission was not accepted.", `enqueue failed: ${String(err)}`);
     throw new ApiError(503, "queue_unavailable", "The grading queue is unavailable right now; please submit again in a minute.", { "Retry-After": "30" });
   }
   return { id };

@@ -38,6 +38,8 @@ const BACKOFF_MAX_MS = 60_000;
  */
 export class Dispatcher extends DurableObject<Env> {
   private readonly queue: JobQueue;
+  /** The alarm as last read or set; undefined until read after this instance started. */
+  private alarmAt: number | null | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -188,6 +190,8 @@ export class Dispatcher extends DurableObject<Env> {
 
   /** Expires leases whose runner went quiet, and wakes jobs whose retry backoff is over. */
   override async alarm(): Promise<void> {
+    // The alarm that woke us is spent.
+    this.alarmAt = null;
     const now = Date.now();
     for (const job of this.queue.expired(now)) {
       this.revokeOnSocket(job, "The lease expired without a heartbeat.");
@@ -284,8 +288,9 @@ export class Dispatcher extends DurableObject<Env> {
   /** Hands pending jobs to runners with free slots, then sets the alarm for the next deadline. */
   private async dispatch(except?: WebSocket): Promise<void> {
     const now = Date.now();
+    const held = this.queue.heldBySession();
     for (const { ws, session } of this.sessions(except)) {
-      const free = session.capacity - this.queue.heldBy(session.sessionId);
+      const free = session.capacity - (held.get(session.sessionId) ?? 0);
       if (free <= 0) continue;
       for (const job of this.queue.pending(now, free, session.otterVersions)) {
         const token = crypto.randomUUID();
@@ -300,8 +305,12 @@ export class Dispatcher extends DurableObject<Env> {
     }
     const next = this.queue.nextWakeup(now);
     if (next !== null) {
-      const current = await this.ctx.storage.getAlarm();
-      if (current === null || current > next) await this.ctx.storage.setAlarm(next);
+      // The alarm time is remembered in memory (read once after each wake-up) to spare a storage call per dispatch.
+      this.alarmAt ??= await this.ctx.storage.getAlarm();
+      if (this.alarmAt === null || this.alarmAt > next || this.alarmAt < now) {
+        await this.ctx.storage.setAlarm(next);
+        this.alarmAt = next;
+      }
     }
   }
 

@@ -49,12 +49,12 @@ export async function deliverPassback(env: Env, row: PassbackRow): Promise<Passb
   const db = database(env.DB);
   const timing = passbackTiming(env);
 
-  const config = await sectionAssignmentConfig(db, row);
   if (!env.LTI_CONSUMERS) {
     // A gateway without LTI credentials posts nothing: say so once instead of retrying for a day.
     await settle(db, row, "disabled", { lastError: "this gateway has no LTI consumer configured (LTI_CONSUMERS)" });
     return "disabled";
   }
+  const config = await sectionAssignmentConfig(db, row);
   if (config && !config.postGrades) {
     await settle(db, row, "disabled", { lastError: "grade passback is switched off for this section (post_grade: false)" });
     return "disabled";
