@@ -44,10 +44,13 @@ async function gradedSubmission(label: string) {
   return { a, ...accepted };
 }
 
+// workerd has Headers.getSetCookie(); the workers-types version pinned here does not declare it.
+const setCookies = (res: Response): string[] => (res.headers as unknown as { getSetCookie(): string[] }).getSetCookie();
+
 /** The `name=value` of a Set-Cookie answer, for the next request's Cookie header. */
 function cookieFrom(res: Response, name: string): string {
-  const line = res.headers.getSetCookie().find((l) => l.startsWith(`${name}=`));
-  if (!line) throw new Error(`no ${name} cookie in ${res.status}: ${res.headers.getSetCookie().join(" | ")}`);
+  const line = setCookies(res).find((l) => l.startsWith(`${name}=`));
+  if (!line) throw new Error(`no ${name} cookie in ${res.status}: ${setCookies(res).join(" | ")}`);
   return line.split(";")[0]!;
 }
 
@@ -61,8 +64,9 @@ function form(path: string, fields: Record<string, string>, headers: Record<stri
 }
 
 async function devSession(token: string) {
-  const res = await form("/auth/dev-login", { token, next: "/auth/whoami" });
+  const res = await form("/auth/dev-login", { token });
   expect(res.status).toBe(303);
+  expect(res.headers.get("location")).toBe("/auth/dev-login");
   return cookieFrom(res, "oe_dev_session");
 }
 
@@ -70,7 +74,7 @@ async function staffSession(token: string) {
   const res = await form("/staff/login", { token, next: "/staff" });
   expect(res.status, await res.clone().text()).toBe(303);
   expect(res.headers.get("location")).toBe("/staff");
-  const setCookie = res.headers.getSetCookie().join(";");
+  const setCookie = setCookies(res).join(";");
   expect(setCookie).toMatch(/HttpOnly/i);
   expect(setCookie).toMatch(/SameSite=Lax/i);
   expect(setCookie).not.toContain(token);
@@ -188,7 +192,7 @@ describe("sign-in forms", () => {
   it("refuses wrong tokens, cross-site posts and, without DEV_USER_TOKENS, development sign-in", async () => {
     const wrongStaff = await form("/staff/login", { token: "oe_staff_nope", next: "/staff" });
     expect(wrongStaff.status).toBe(401);
-    expect(wrongStaff.headers.getSetCookie()).toEqual([]);
+    expect(setCookies(wrongStaff)).toEqual([]);
     expect(await wrongStaff.text()).toContain("invalid_staff_token");
     // A student token is not a staff token.
     expect((await form("/staff/login", { token: ALICE })).status).toBe(401);
@@ -203,7 +207,7 @@ describe("sign-in forms", () => {
 
     // An off-site `next` is ignored.
     const offsite = await form("/auth/dev-login", { token: ALICE, next: "//evil.example/x" });
-    expect(offsite.headers.get("location")).toBe("/auth/whoami");
+    expect(offsite.headers.get("location")).toBe("/auth/dev-login");
 
     const production = { ...env, DEV_USER_TOKENS: undefined };
     const disabled = await worker.fetch(

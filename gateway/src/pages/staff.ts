@@ -12,17 +12,18 @@ export function signInForm(next: string, message = ""): Html {
 ${message ? html`<p id="sign-in-error">${message}</p>` : ""}
 <p>Paste your course staff token (from <span class="code">otter-edge tokens create staff NAME --course COURSE</span>).
 It is exchanged for a signed cookie that names the token, not the token itself; revoking the token signs you out.</p>
-<form method="post" action="login">
+<form method="post" action="/staff/login">
 <input type="hidden" name="next" value="${next}">
 <label>Staff token <input type="password" name="token" autocomplete="current-password" required></label>
 <button type="submit">Sign in</button>
 </form>`;
 }
 
-export function devSignInForm(next: string): Html {
+export function devSignInForm(next: string, signedInAs: string | null): Html {
   return html`<h1>Development sign-in</h1>
+${signedInAs ? html`<p>Signed in as <strong id="signed-in-as">${signedInAs}</strong>.</p>` : ""}
 <p>This gateway runs with development student tokens (DEV_USER_TOKENS). Never enable this in production.</p>
-<form method="post" action="dev-login">
+<form method="post" action="/auth/dev-login">
 <input type="hidden" name="next" value="${next}">
 <label>Student token <input type="password" name="token" required></label>
 <button type="submit">Sign in</button>
@@ -31,7 +32,7 @@ export function devSignInForm(next: string): Html {
 
 function who(principal: Principal): Html {
   return html`<p class="muted">Signed in as <strong>${principal.name}</strong> (${principal.role === "staff" ? html`staff of ${principal.course}` : "admin"}).
-<form class="inline" method="post" action="${"/staff/logout"}"><button type="submit">Sign out</button></form></p>`;
+<form class="inline" method="post" action="/staff/logout"><button type="submit">Sign out</button></form></p>`;
 }
 
 export function staffIndex(principal: Principal, rows: Array<{ course: string; assignment: string; n: number }>): Html {

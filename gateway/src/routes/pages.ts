@@ -97,16 +97,19 @@ export function submissionPageRoutes() {
 
 // ---- sign-in -----------------------------------------------------------------------------------
 
-pageRoutes.get("/auth/dev-login", (c) => {
+// The form, and who the development session says you are (the API's /auth/whoami does not read it).
+pageRoutes.get("/auth/dev-login", async (c) => {
   if (!devLoginEnabled(c.env)) throw new ApiError(404, "dev_login_disabled", "Development sign-in is off on this gateway.");
-  return pageResponse(c, { title: "Development sign-in", body: () => devSignInForm(safeNext(c.req.query("next"), "/auth/whoami")) });
+  const current = await devSessionAuthenticator.authenticate(c);
+  const user = current && current !== "invalid" ? current.user : null;
+  return pageResponse(c, { title: "Development sign-in", body: () => devSignInForm(safeNext(c.req.query("next"), "/auth/dev-login"), user) });
 });
 
 pageRoutes.post("/auth/dev-login", async (c) => {
   assertSameOrigin(c);
   const user = await startDevSession(c, await formField(c, "token"));
   console.log(JSON.stringify({ level: "info", msg: "dev page sign-in", user }));
-  return c.redirect(safeNext(await formField(c, "next"), "/auth/whoami"), 303);
+  return c.redirect(safeNext(await formField(c, "next"), "/auth/dev-login"), 303);
 });
 
 pageRoutes.get("/staff/login", (c) => pageResponse(c, { title: "Staff sign-in", body: () => signInForm(safeNext(c.req.query("next"), "/staff")) }));
