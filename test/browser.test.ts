@@ -25,6 +25,8 @@ describe("pages in headless Chromium", () => {
   let lms: LmsStandin;
   let browser: Browser;
   const contexts: BrowserContext[] = [];
+  /** The second submission's page: its grade is refused by the LMS and retried by staff. */
+  let refusedPage = "";
 
   beforeAll(async () => {
     work = await mkdtemp(join(tmpdir(), "otter-edge-browser-"));
@@ -33,7 +35,8 @@ describe("pages in headless Chromium", () => {
     gateway = await startGateway({
       stateDir: join(work, "state"),
       credentials,
-      vars: { SESSION_SECRET: randomBytes(24).toString("base64url"), LTI_CONSUMERS: `${lms.key}:${lms.secret}`, EDX_URL: lms.url },
+      // A grade the LMS refuses once is dead at once (1 ms retry window): the staff page's retry button has work.
+      vars: { SESSION_SECRET: randomBytes(24).toString("base64url"), LTI_CONSUMERS: `${lms.key}:${lms.secret}`, EDX_URL: lms.url, PASSBACK_RETRY_WINDOW_MS: "1" },
     });
     await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: join(SAMPLE, "dist", "autograder.zip"), timeoutSeconds: 300 });
     runner = startRunner({ gatewayUrl: gateway.url, token: credentials.runner, cacheDir: join(work, "cache"), capacity: 1 });
@@ -108,15 +111,17 @@ describe("pages in headless Chromium", () => {
   });
 
   it("another student gets 403 for that page", async () => {
+    await lms.failNext("failure", 1);
     const submitted = await submitNotebook(gateway.url, credentials.students.alice!, join(SAMPLE, "submissions", "zero.ipynb"));
     const bob = await studentBrowser("bob");
     const response = await bob.goto(submitted.page_url);
     expect(response!.status()).toBe(403);
     expect(await bob.textContent("#error-code")).toBe("forbidden");
     expect(await bob.locator("#status").count()).toBe(0);
+    refusedPage = submitted.page_url;
   });
 
-  it("staff sign in with their token and see the assignment page and a student's hidden output", async () => {
+  it("staff sign in, see the assignment page and a student's hidden output, and resend a dead grade", async () => {
     const { token } = await adminCli<{ token: string }>(gateway.url, credentials.admin, ["tokens", "create", "staff", "ta-anna", "--course", "demo101"]);
     const context = await browser.newContext();
     contexts.push(context);
@@ -131,16 +136,33 @@ describe("pages in headless Chromium", () => {
     expect(cookie).toMatchObject({ httpOnly: true, sameSite: "Lax" });
     expect(cookie!.value).not.toContain(token);
 
+    // The refused grade, seen live from the submission's page until it is dead.
+    await page.goto(refusedPage);
+    await page.waitForSelector('#passback[data-passback="dead"]', { timeout: 300_000 });
+    expect(await page.textContent("#student")).toBe("alice");
+
+    await page.goto(`${gateway.url}/staff`);
     await Promise.all([page.waitForURL("**/staff/courses/demo101/assignments/sample"), page.click('a[href="/staff/courses/demo101/assignments/sample"]')]);
     expect(await page.textContent("h1")).toContain("sample");
-    expect(await page.textContent("#totals")).toMatch(/^2 submissions from 1 students/);
-    // Per-test pass rates over alice's latest graded submission (zero.ipynb if graded by now, else partial).
+    expect(await page.textContent("#totals")).toMatch(/^2 submissions from 1 students: 2 graded/);
+    // Per-test pass rates over alice's latest graded submission (zero.ipynb): every test missed.
     expect(await page.locator("#test-rates tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-test")).sort())).toEqual(["q1", "q2", "q3"]);
+    expect(await page.locator("#test-rates tbody tr td:nth-child(2)").allTextContents()).toEqual([" 0 %", " 0 %", " 0 %"]);
     expect(await page.locator("#runners tbody tr").count()).toBe(1);
 
-    // A submission of the course, as staff: everything, hidden outputs included.
+    // Retry now: back on the same page with no dead grade left, and the LMS takes it.
+    const row = page.locator("#dead-passbacks tbody tr");
+    expect(await row.count()).toBe(1);
+    expect(await row.textContent()).toContain("alice");
+    await Promise.all([page.waitForSelector("#dead-passbacks-none"), row.locator('button[type="submit"]').click()]);
+    expect(page.url()).toBe(`${gateway.url}/staff/courses/demo101/assignments/sample`);
+    await page.goto(refusedPage);
+    await page.waitForSelector('#passback[data-passback="delivered"]', { timeout: 120_000 });
+    expect((await lms.grades()).at(-1)!.textString).toBe("0");
+
+    // A submission of the course, as staff: everything, hidden outputs included (partial.ipynb fails q3's hidden case).
+    await page.goto(`${gateway.url}/staff/courses/demo101/assignments/sample`);
     await Promise.all([page.waitForURL("**/s/*"), page.click("#recent a >> nth=-1")]);
-    await page.waitForSelector('#status[data-state="graded"]', { timeout: 300_000 });
     expect(await page.textContent("#student")).toBe("alice");
     expect(await page.textContent('tr[data-test="q3"] pre')).toContain("A man, a plan");
   });
