@@ -185,6 +185,12 @@ describe("submission page /s/:id", () => {
     expect((await page(`/s/${id}`, cookie)).status).toBe(200);
     expect((await SELF.fetch(`${BASE}/api/v1/admin/tokens/${revocable.id}`, { method: "DELETE", headers: { authorization: `Bearer ${ADMIN}` } })).status).toBe(200);
     expect((await page(`/s/${id}`, cookie)).status).toBe(401);
+
+    // Signing out clears the cookie in the browser.
+    const out = await form("/staff/logout", {}, { cookie: await staffSession(staff.token) });
+    expect(out.status).toBe(303);
+    expect(out.headers.get("location")).toBe("/staff/login");
+    expect(setCookies(out).find((l) => l.startsWith("oe_staff="))).toMatch(/Max-Age=0/i);
   });
 });
 

@@ -31,8 +31,8 @@ ${signedInAs ? html`<p>Signed in as <strong id="signed-in-as">${signedInAs}</str
 }
 
 function who(principal: Principal): Html {
-  return html`<p class="muted">Signed in as <strong>${principal.name}</strong> (${principal.role === "staff" ? html`staff of ${principal.course}` : "admin"}).
-<form class="inline" method="post" action="/staff/logout"><button type="submit">Sign out</button></form></p>`;
+  return html`<form class="muted" method="post" action="/staff/logout">Signed in as <strong>${principal.name}</strong> (${principal.role === "staff" ? html`staff of ${principal.course}` : "admin"}).
+<button type="submit">Sign out</button></form>`;
 }
 
 export function staffIndex(principal: Principal, rows: Array<{ course: string; assignment: string; n: number }>): Html {

@@ -85,7 +85,7 @@ const LIVE_SCRIPT = `(function () {
     if (settled()) { note.textContent = ""; return; }
     fetch(live.getAttribute("data-live"), { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.text(); })
-      .then(function (t) { live.innerHTML = t; note.textContent = "Updating live."; delay = 1000; setTimeout(tick, delay); })
+      .then(function (t) { live.innerHTML = t; note.textContent = settled() ? "" : "Updating live."; delay = 1000; setTimeout(tick, delay); })
       .catch(function (e) { note.textContent = "Live updates paused (" + e.message + "); trying again."; delay = Math.min(delay * 2, 30000); setTimeout(tick, delay); });
   }
   setTimeout(tick, delay);
