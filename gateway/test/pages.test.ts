@@ -255,6 +255,9 @@ describe("staff assignment page", () => {
     const other = await issueToken({ kind: "staff", name: "ta-dash-other", course: "another-course" });
     expect((await page(path, await staffSession(other.token))).status).toBe(403);
     expect((await page(path)).status).toBe(401);
+    const unknown = await page(`/staff/courses/${a.course}/assignments/no-such-lab`, cookie);
+    expect(unknown.status).toBe(404);
+    expect(await unknown.text()).toContain('id="error-code">unknown_assignment<');
     // Bearer tokens work too, for scripts.
     expect((await page(path, undefined, { authorization: `Bearer ${staff.token}` })).status).toBe(200);
   });
@@ -281,6 +284,8 @@ describe("staff assignment page", () => {
     expect((await retry(other, "another-course")).status).toBe(403);
     expect((await retry(cookie, a.course, { origin: "https://evil.example" })).status).toBe(403);
     expect((await retry("")).status).toBe(401);
+    expect((await form(`/staff/courses/${a.course}/passbacks/abc/retry`, {}, { cookie })).status).toBe(404);
+    expect((await retry(cookie, a.course, { origin: "not a url" })).status).toBe(403);
     expect(await state()).toBe("dead");
 
     const ok = await retry(cookie);

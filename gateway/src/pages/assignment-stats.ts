@@ -28,9 +28,11 @@ export interface AssignmentStats {
   runners: Array<{ runner: string; capacity: number; holding: number; otterVersions: string[]; lastSeenAt: string | null }>;
 }
 
-export async function assignmentStats(env: Env, course: string, assignment: string): Promise<AssignmentStats> {
+/** Null when the course has no such assignment (no autograder uploaded). */
+export async function assignmentStats(env: Env, course: string, assignment: string): Promise<AssignmentStats | null> {
   const bind = (sql: string) => env.DB.prepare(sql).bind(course, assignment);
-  const [totals, perDay, bins, tests, dead, recent] = await env.DB.batch([
+  const [known, totals, perDay, bins, tests, dead, recent] = await env.DB.batch([
+    bind(`SELECT 1 AS known FROM assignments WHERE course = ?1 AND assignment = ?2`),
     bind(`SELECT COUNT(*) AS submissions, COUNT(DISTINCT user) AS students,
             SUM(status = 'queued') AS queued, SUM(status = 'leased') AS grading,
             SUM(status = 'graded') AS graded, SUM(status = 'failed') AS failed
@@ -47,6 +49,7 @@ export async function assignmentStats(env: Env, course: string, assignment: stri
     bind(`SELECT id, user, status, verdict, score, created_at FROM submissions
           WHERE course = ?1 AND assignment = ?2 ORDER BY created_at DESC, rowid DESC LIMIT 25`),
   ]);
+  if (known!.results.length === 0) return null;
   const t = (totals!.results[0] ?? {}) as Record<string, number | null>;
   const scoreBins = Array.from({ length: SCORE_BINS }, () => 0);
   for (const b of bins!.results as Array<{ bin: number; n: number }>) scoreBins[b.bin] = b.n;

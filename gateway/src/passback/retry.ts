@@ -12,6 +12,7 @@ import { passbackView } from "./view.js";
  * for their own course (403 before anything changes); the admin API and the staff page share this.
  */
 export async function retryPassback(env: Env, principal: Principal, id: number) {
+  if (!Number.isSafeInteger(id) || id <= 0) throw new ApiError(404, "passback_not_retryable", "A passback id is a positive whole number.");
   const db = database(env.DB);
   const [existing] = await db.select({ course: passbacks.course }).from(passbacks).where(eq(passbacks.id, id)).limit(1);
   if (existing) assertCourse(principal, existing.course);

@@ -57,10 +57,18 @@ async function viewer(c: Context<AppEnv>): Promise<Viewer> {
   throw new ApiError(401, "unauthenticated", "Sign in to see this page.");
 }
 
+function hostOf(origin: string): string | null {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return null;
+  }
+}
+
 /** State-changing form posts must come from our own pages (SameSite=Lax already keeps the cookie off cross-site POSTs). */
 function assertSameOrigin(c: Context): void {
   const origin = c.req.header("origin");
-  if (origin && origin !== "null" && new URL(origin).host === new URL(c.req.url).host) return;
+  if (origin && hostOf(origin) === new URL(c.req.url).host) return;
   if (!origin && c.req.header("sec-fetch-site") !== "cross-site") return; // non-browser clients send no Origin
   throw new ApiError(403, "cross_origin_form", "This form must be sent from this gateway's own page.");
 }
@@ -90,6 +98,8 @@ export function submissionPageRoutes() {
     assertCanSee(who, detail);
     c.header("cache-control", "no-store");
     c.header("x-content-type-options", "nosniff");
+    // Opened directly, the fragment may run nothing at all.
+    c.header("content-security-policy", "default-src 'none'; frame-ancestors 'none'");
     return c.html(liveFragment(who, detail));
   });
   return app;
@@ -153,6 +163,7 @@ pageRoutes.get("/staff/courses/:course/assignments/:assignment", async (c) => {
   const { course, assignment } = c.req.param();
   assertCourse(principal, course);
   const stats = await assignmentStats(c.env, course, assignment);
+  if (!stats) throw new ApiError(404, "unknown_assignment", `Course "${course}" has no assignment "${assignment}".`);
   return staffPage(c, `${assignment} · ${course}`, assignmentPage(principal, course, assignment, stats));
 });
 
