@@ -13,6 +13,8 @@ export default defineProject({
           TEST_MIGRATIONS: await readD1Migrations(here("./migrations")),
           DEV_USER_TOKENS: "alice:alice-token,bob:bob-token",
           ADMIN_TOKEN: "admin-token",
+          // Signs the HTML pages' cookies (staff sign-in, development student sign-in).
+          SESSION_SECRET: "test-session-secret",
           MAX_SUBMISSION_BYTES: "200000",
           // Tests submit far faster than a student; rate-limit tests turn the limits back on.
           SUBMIT_RATE_LIMITS: "off",

@@ -162,7 +162,7 @@ export async function submitNotebook(gatewayUrl: string, token: string, notebook
   const nb = JSON.parse(await readFile(notebookPath, "utf8"));
   const res = await fetch(`${gatewayUrl}${path}`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${token}` }, body: JSON.stringify({ nb }) });
   if (res.status !== 202) throw new Error(`submitting ${notebookPath}: ${res.status} ${await res.text()}`);
-  return (await res.json()) as { id: string; status_url: string };
+  return (await res.json()) as { id: string; status_url: string; page_url: string };
 }
 
 /** Polls the submission's status until it is graded or failed. */

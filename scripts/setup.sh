@@ -17,10 +17,12 @@ if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-# 2. Debian packages: the Docker engine, debootstrap for the base image, python3-venv for the host otter.
+# 2. Debian packages: the Docker engine, debootstrap for the base image, python3-venv for the host otter,
+#    and Chromium, which the browser tests drive headless through playwright-core (no browser download).
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v chromium >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   as_root apt-get update -qq

@@ -4,10 +4,11 @@
  * the sample assignment is configured, and the sample notebook is graded once to show it works.
  * Then it keeps running and prints how to submit with curl. Ctrl-C stops everything.
  */
+import { randomBytes } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { LmsStandin } from "../test/support/lms.js";
-import { ROOT, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook, waitFor, waitForFinal } from "./local-stack.js";
+import { ROOT, adminCli, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook, waitFor, waitForFinal } from "./local-stack.js";
 
 const PORT = Number(process.env.PORT ?? 8787);
 const work = join(ROOT, ".otter-edge");
@@ -19,7 +20,18 @@ const credentials = newCredentials(["alice", "bob"]);
 const lms = await LmsStandin.start();
 console.log(`LMS stand-in (edX outcome service) on ${lms.url}`);
 console.log(`starting the gateway on http://127.0.0.1:${PORT} (wrangler dev, local state in .otter-edge/state)`);
-const gateway = await startGateway({ stateDir: join(work, "state"), credentials, port: PORT, vars: { LTI_CONSUMERS: `${lms.key}:${lms.secret}`, EDX_URL: lms.url, SUBMIT_RATE_LIMITS: "on" } });
+const gateway = await startGateway({
+  stateDir: join(work, "state"),
+  credentials,
+  port: PORT,
+  vars: {
+    LTI_CONSUMERS: `${lms.key}:${lms.secret}`,
+    EDX_URL: lms.url,
+    SUBMIT_RATE_LIMITS: "on",
+    // Signs the pages' cookies; with DEV_USER_TOKENS it also turns on /auth/dev-login for the students above.
+    SESSION_SECRET: randomBytes(24).toString("base64url"),
+  },
+});
 const uploaded = await configureAssignment(gateway.url, credentials.admin, {
   configFile: join(sample, "course-config.json"),
   course: "demo101",
@@ -42,7 +54,7 @@ process.on("SIGTERM", stop);
 const alice = credentials.students.alice!;
 const notebook = join(sample, "submissions", "full.ipynb");
 console.log("grading the sample notebook once…");
-const { status_url } = await submitNotebook(gateway.url, alice, notebook, "/services/otter_grade/");
+const { status_url, page_url } = await submitNotebook(gateway.url, alice, notebook, "/services/otter_grade/");
 const result = await waitForFinal(status_url, alice);
 console.log(`\nsample graded: status=${result.status} verdict=${result.verdict} score=${result.score} (${result.points}/${result.max_points})`);
 let passback: Record<string, any> = {};
@@ -57,8 +69,9 @@ await waitFor(
 const posted = (await lms.grades()).at(-1);
 console.log(`grade passback: ${passback.passback?.state}; the LMS stand-in received score ${posted?.textString} for ${posted?.sourcedId}`);
 
+const staff = await adminCli<{ token: string }>(gateway.url, credentials.admin, ["tokens", "create", "staff", "ta-local", "--course", "demo101"]);
 const tokensFile = join(work, "tokens.json");
-await writeFile(tokensFile, JSON.stringify(credentials, null, 2), { mode: 0o600 });
+await writeFile(tokensFile, JSON.stringify({ ...credentials, staff: staff.token }, null, 2), { mode: 0o600 });
 console.log(`
 otter-edge is running. Tokens for this run are in .otter-edge/tokens.json. Submit as alice:
 
@@ -69,5 +82,8 @@ otter-edge is running. Tokens for this run are in .otter-edge/tokens.json. Submi
 then read the result (the status_url from the answer):
 
   curl -s -H 'Authorization: token ${alice}' ${gateway.url}/api/v1/submissions/<id>
+
+In a browser: sign in as alice at ${gateway.url}/auth/dev-login (token ${alice}), then open the
+sample's page ${page_url}. Staff: ${gateway.url}/staff/login with the staff token ${staff.token}.
 
 Ctrl-C stops the gateway and the runner.`);

@@ -115,6 +115,29 @@ describe("identity from a real JupyterHub", () => {
     expect((await fetch(callback, { redirect: "manual" })).status).toBe(400);
   });
 
+  it("shows a student signed in through hub OAuth their submission page, and sends anonymous visitors to hub login", async () => {
+    const login = await fetch(`${gateway.url}/auth/login`, { redirect: "manual" });
+    const stateCookie = login.headers.getSetCookie().find((c) => c.startsWith("oe_oauth_state="))!.split(";")[0]!;
+    const callback = await loginAndAuthorize("erin", hub.password, login.headers.get("location")!);
+    const done = await fetch(callback, { headers: { cookie: stateCookie }, redirect: "manual" });
+    const session = done.headers.getSetCookie().find((c) => c.startsWith("oe_session="))!.split(";")[0]!;
+
+    const res = await submit({ cookie: session });
+    expect(res.status).toBe(202);
+    const { id, page_url } = (await res.json()) as { id: string; page_url: string };
+    expect(page_url).toBe(`${gateway.url}/s/${id}`);
+    const page = await fetch(page_url, { headers: { cookie: session } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('data-state="queued"');
+
+    const anonymous = await fetch(page_url, { redirect: "manual" });
+    expect(anonymous.status).toBe(401);
+    expect(await anonymous.text()).toContain(`id="hub-login" href="/auth/login?next=${encodeURIComponent(`/s/${id}`)}"`);
+    // Another student's hub token does not open it.
+    const { token } = await hub.createToken("bob");
+    expect((await fetch(page_url, { headers: { authorization: `token ${token}` } })).status).toBe(403);
+  });
+
   it("answers the Submit button's POST forwarded by the hub's proxy to /services/otter_grade/", async () => {
     const { token } = await hub.createToken("dave");
     const res = await submit({ authorization: `token ${token}` }, `{"nb": ${notebook}}`, `${hub.url}/services/otter_grade/`);

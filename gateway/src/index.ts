@@ -6,6 +6,7 @@ import type { AppEnv } from "./auth/authenticate.js";
 import { ApiError, errorResponse, internalErrorResponse } from "./errors.js";
 import { ltiRoutes } from "./lti/launch.js";
 import { adminRoutes } from "./routes/admin.js";
+import { pageRoutes, submissionPageRoutes } from "./routes/pages.js";
 import { runnerRoutes } from "./routes/runner.js";
 import { staffRoutes } from "./routes/staff.js";
 import { submissionRoutes } from "./routes/submissions.js";
@@ -45,11 +46,16 @@ const legacy = submissionRoutes(HUB_SERVICE_PREFIX);
 app.post(HUB_SERVICE_PREFIX, ...legacy.submit);
 app.post(`${HUB_SERVICE_PREFIX}/`, ...legacy.submit);
 app.route(HUB_SERVICE_PREFIX, legacy.app);
+// The submission page also under the hub prefix, where the Submit answer's page_url points for hub posts.
+app.route(HUB_SERVICE_PREFIX, submissionPageRoutes());
 
 app.route("/", submissionRoutes("").app);
 app.route("/runner/v1", runnerRoutes);
 app.route("/api/v1/admin", adminRoutes);
 app.route("/api/v1/staff", staffRoutes);
 app.route("/lti", ltiRoutes);
+// HTML pages: /s/:id for students and staff, /staff/… for staff, /auth/dev-login for local stacks.
+app.route("/", submissionPageRoutes());
+app.route("/", pageRoutes);
 
 export default app;

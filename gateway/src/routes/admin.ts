@@ -7,7 +7,7 @@ import { inspectAutograder, sha256Hex } from "../autograder.js";
 import { CourseConfig, loadCourseConfig } from "../course-config.js";
 import { database, nowIso } from "../db/client.js";
 import { PASSBACK_STATES, TOKEN_KINDS, apiTokens, assignments, passbacks } from "../db/schema.js";
-import { passbackOutbox } from "../passback/outbox.js";
+import { retryPassback } from "../passback/retry.js";
 import { passbackView } from "../passback/view.js";
 import { dispatcherFor } from "../dispatcher/stub.js";
 import { ApiError } from "../errors.js";
@@ -88,20 +88,7 @@ adminRoutes.get("/passbacks", async (c) => {
 });
 
 /** Sends a grade again now: for a dead passback after the LMS or the config was fixed. */
-adminRoutes.post("/passbacks/:id/retry", async (c) => {
-  const id = Number(c.req.param("id"));
-  const db = database(c.env.DB);
-  const [existing] = await db.select({ course: passbacks.course }).from(passbacks).where(eq(passbacks.id, id)).limit(1);
-  if (existing) assertCourse(c.get("principal"), existing.course);
-  const [row] = await db
-    .update(passbacks)
-    .set({ state: "pending", nextAttemptAt: Date.now(), updatedAt: nowIso() })
-    .where(and(eq(passbacks.id, id), inArray(passbacks.state, ["dead", "retrying", "pending"])))
-    .returning();
-  if (!row) throw new ApiError(404, "passback_not_retryable", `No dead or retrying passback ${c.req.param("id")}.`);
-  await passbackOutbox(c.env).kick();
-  return c.json(passbackView(row));
-});
+adminRoutes.post("/passbacks/:id/retry", async (c) => c.json(await retryPassback(c.env, c.get("principal"), Number(c.req.param("id")))));
 
 const NewToken = z.object({
   kind: z.enum(TOKEN_KINDS),
