@@ -93,7 +93,7 @@ describe("autograder disk cache", () => {
 
   it("refuses bytes that do not match the hash, caches nothing, and calls it an infrastructure failure", async () => {
     const tampered = Buffer.from(blob);
-    tampered[12345] ^= 0xff;
+    tampered[12345] = tampered[12345]! ^ 0xff;
     gateway.body = tampered;
     const artifacts = new Artifacts(gatewayUrl, TOKEN, cacheDir);
     const results = await Promise.allSettled([artifacts.autograder(sha), new Artifacts(gatewayUrl, TOKEN, cacheDir).autograder(sha)]);
