@@ -14,10 +14,11 @@ import { InfrastructureError } from "../runner/src/grading/errors.js";
  * org.otter-edge.otter-version label matches the otter-grader version the assignment pins, and
  * refuses a version it does not hold with a reason an operator can act on.
  *
- * Real parts: a private dockerd (its own data, exec root, socket and containerd, no bridge and no
- * iptables rules), so the two test images never show up in the grading images that other runners
- * on this machine's shared engine announce; two images imported there whose `otter` is a shell
- * script writing a results.json that names its image; the runner's real DockerSandbox.
+ * Real parts: a private dockerd (its own network namespace, data, exec root, socket and
+ * containerd; no bridge, no iptables rules), so the two test images never show up in the grading
+ * images that other runners on this machine's shared engine announce; images imported there whose
+ * `otter` is a shell script writing a results.json that names its image; the runner's real
+ * DockerSandbox.
  */
 const VERSIONS = ["7.1.0", "7.2.0"];
 /** Imported without a tag, like an image pulled by digest (deploy/k8s pulls grading images as name@sha256:…). */
@@ -29,9 +30,14 @@ let docker: Docker;
 /** Resolves once dockerd says its API listens on our socket; rejects if it exits first. */
 function startDockerd(root: string): Promise<ChildProcess> {
   writeFileSync(join(root, "daemon.json"), "{}"); // not the machine's /etc/docker/daemon.json
+  // In a network namespace of its own: a dockerd without a bridge deletes the host's docker0 at
+  // start (libnetwork's removeDefaultBridgeInterface), which would cut the shared engine's bridge.
+  // `unshare` execs dockerd, so the child's pid is dockerd's.
   const child = spawn(
-    "dockerd",
+    "unshare",
     [
+      "--net",
+      "dockerd",
       `--config-file=${root}/daemon.json`,
       `--data-root=${root}/data`,
       `--exec-root=${root}/exec`,
