@@ -23,6 +23,8 @@ say() { printf '\033[1m[k8s-tools]\033[0m %s\n' "$*" >&2; }
 want="kubeconform=$KUBECONFORM_VERSION kubernetes-validate=$KUBERNETES_VALIDATE_VERSION k8s=$KUBERNETES_VERSIONS keda=$KEDA_VERSION $(sha256sum scripts/k8s-schemas.py | cut -c1-16)"
 if [ -x "$DIR/bin/kubeconform" ] && [ "$(cat "$DIR/stamp" 2>/dev/null)" = "$want" ]; then exit 0; fi
 
+# Go from the machine image; a non-login shell may lack its directory on PATH.
+command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
 command -v go >/dev/null || { say "go is needed to build kubeconform"; exit 1; }
 rm -rf "$DIR" && mkdir -p "$DIR/bin" "$DIR/download"
 
