@@ -64,4 +64,7 @@ if [ ! -f assignments/sample/dist/autograder.zip ] || [ assignments/sample/sampl
   say "building the sample assignment with otter assign"
   OTTER=$VENV/bin/otter PATH=$VENV/bin:$PATH bash assignments/sample/build.sh >/dev/null
 fi
+# 7. kubeconform and offline Kubernetes/KEDA schemas for test/manifests.test.ts (pinned in the script).
+bash scripts/k8s-tools.sh
+
 say "ready"

@@ -35,12 +35,16 @@ describe("runner agent image", () => {
     expect(stdout).toContain("--gateway");
   });
 
-  it("connects with a token from the environment, drives the node's Docker engine through the mounted socket, and grades", async () => {
+  it("connects with a token from the environment, drives the node's Docker engine through the mounted socket, and grades, with a read-only root and no capabilities", async () => {
     const socketGroup = String((await stat("/var/run/docker.sock")).gid);
-    // Host networking: the test gateway listens on loopback only.
+    // Host networking: the test gateway listens on loopback only. The rest as in deploy/k8s's pod:
+    // read-only root with /tmp and the autograder cache on scratch mounts, no capabilities, no
+    // privilege escalation, the engine's socket in a directory of its own named by DOCKER_HOST.
     const container = spawn(
       "docker",
-      ["run", "--rm", "--name", name, "--network", "host", "-v", "/var/run/docker.sock:/var/run/docker.sock", "--group-add", socketGroup,
+      ["run", "--rm", "--name", name, "--network", "host", "-v", "/var/run/docker.sock:/run/otter-edge-docker/docker.sock", "--group-add", socketGroup,
+        "--read-only", "--tmpfs", "/tmp:size=64m", "--tmpfs", "/var/cache/otter-edge:size=64m,uid=10100,gid=10100", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "-e", "DOCKER_HOST=unix:///run/otter-edge-docker/docker.sock",
         "-e", `OTTER_EDGE_GATEWAY_URL=${gateway.url}`, "-e", `OTTER_EDGE_RUNNER_TOKEN=${credentials.runner}`, "-e", "OTTER_EDGE_CAPACITY=1", "otter-edge/runner:latest"],
       { stdio: "ignore" },
     );

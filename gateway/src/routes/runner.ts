@@ -19,6 +19,20 @@ runnerRoutes.get("/connect", async (c) => {
   return dispatcherFor(c.env).fetch(new Request(c.req.url, { headers }));
 });
 
+/**
+ * Queue depth for an autoscaler (KEDA's metrics-api scaler, deploy/k8s/autoscaled): `demand` is
+ * the jobs that want a grading slot now, waiting or being graded. It takes the runner token the
+ * fleet already holds, so the autoscaler needs no admin credential.
+ */
+runnerRoutes.get("/queue", async (c) => {
+  const { pending, leased, oldestEnqueuedAt } = await dispatcherFor(c.env).stats();
+  return c.json(
+    { pending, leased, demand: pending + leased, oldest_enqueued_at: oldestEnqueuedAt ? new Date(oldestEnqueuedAt).toISOString() : null },
+    200,
+    { "cache-control": "no-store" },
+  );
+});
+
 const SHA256 = /^[0-9a-f]{64}$/;
 
 for (const kind of ["notebooks", "autograders"] as const) {
