@@ -15,7 +15,7 @@
  *                                         measure both builds level by level, alternating which goes first
  */
 import http from "node:http";
-import { createWriteStream } from "node:fs";
+import { createWriteStream, existsSync } from "node:fs";
 import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -260,7 +260,10 @@ async function startTarget(build: string, root: string, work: string, body: Buff
 async function baselineCheckout(ref: string, work: string): Promise<string> {
   const dir = join(work, "baseline");
   execFileSync("git", ["worktree", "add", "--detach", dir, ref], { cwd: ROOT, stdio: "ignore" });
-  await symlink(join(ROOT, "node_modules"), join(dir, "node_modules"));
+  // Workspaces may hold their own node_modules (npm nests a version that differs from the root's).
+  for (const sub of ["", "gateway", "shared", "runner"]) {
+    if (existsSync(join(ROOT, sub, "node_modules"))) await symlink(join(ROOT, sub, "node_modules"), join(dir, sub, "node_modules"));
+  }
   return dir;
 }
 
