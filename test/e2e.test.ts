@@ -85,6 +85,7 @@ describe("end to end: wrangler dev gateway + runner + Docker + otter-grader", ()
     const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     expect(metrics).toMatch(/^otter_edge_runner_jobs_total\{outcome="graded"\} 3$/m);
     expect(metrics).toMatch(/^otter_edge_runner_grading_seconds_count 3$/m);
+    expect(metrics).toMatch(/^otter_edge_runner_queue_wait_seconds_count 3$/m);
     expect(metrics).toMatch(/^otter_edge_runner_capacity 2$/m);
     expect((await fetch(`http://127.0.0.1:${metricsPort}/readyz`)).status).toBe(200);
   });

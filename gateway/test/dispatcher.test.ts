@@ -48,6 +48,21 @@ describe("Dispatcher", () => {
     runner.close();
   });
 
+  it("tells the runner how long the job waited in the queue", async () => {
+    const a = uniqueAssignment("queued-ms");
+    await setUpAssignment(a);
+    const runner = await TestRunner.connect("runner-a", { capacity: 0, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    // The job has been waiting 5 s (the clock cannot be moved in workerd: its enqueue time is).
+    await jobs((sql) => sql.exec("UPDATE jobs SET enqueued_at = enqueued_at - 5000 WHERE id = ?", id));
+    runner.send({ type: "ready", capacity: 1 });
+    const lease = await runner.next("lease");
+    expect(lease.job.submissionId).toBe(id);
+    expect(lease.queuedMs).toBeGreaterThanOrEqual(5000);
+    expect(lease.queuedMs).toBeLessThan(60_000);
+    runner.close();
+  });
+
   it("refuses a result whose attempt token is not the lease's", async () => {
     const a = uniqueAssignment("stale");
     await setUpAssignment(a);

@@ -177,6 +177,7 @@ export class Agent {
     const entry: ActiveJob = { lease: message.lease, attempt: message.attempt, job: message.job, abort, done: Promise.resolve() };
     this.active.set(message.lease.jobId, entry);
     this.options.metrics?.busySlots.set(this.active.size);
+    if (message.queuedMs !== undefined) this.options.metrics?.queueWaitSeconds.observe(message.queuedMs / 1000);
     entry.done = this.grade(entry, jobLog)
       .then((outcome) => {
         if (abort.signal.aborted) return; // the lease is gone: nothing to report

@@ -18,6 +18,12 @@ export class RunnerMetrics {
     buckets: [0.05, 0.1, 0.2, 0.5, 1, 2, 5],
     registers: [this.registry],
   });
+  readonly queueWaitSeconds = new Histogram({
+    name: "otter_edge_runner_queue_wait_seconds",
+    help: "How long each leased job waited in the gateway's queue (since it was queued or its retry backoff ended).",
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900],
+    registers: [this.registry],
+  });
   readonly busySlots = new Gauge({ name: "otter_edge_runner_busy_slots", help: "Jobs being graded now.", registers: [this.registry] });
   readonly capacity = new Gauge({ name: "otter_edge_runner_capacity", help: "Jobs this runner takes at once.", registers: [this.registry] });
   readonly connected = new Gauge({ name: "otter_edge_runner_gateway_connected", help: "1 while the socket to the gateway is open.", registers: [this.registry] });

@@ -82,6 +82,8 @@ export const LeaseMessage = z.object({
   attempt: z.number().int().positive(),
   deadline: z.number().int(),
   job: JobSpec,
+  /** How long the job waited in the queue before this lease, measured by the gateway (no clock skew). */
+  queuedMs: z.number().int().nonnegative().optional(),
 });
 export type LeaseMessage = z.infer<typeof LeaseMessage>;
 

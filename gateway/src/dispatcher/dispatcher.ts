@@ -299,7 +299,7 @@ export class Dispatcher extends DurableObject<Env> {
         // A lease can be extended by heartbeats, but never past the grading time limit plus slack.
         const hardDeadline = now + spec.timeoutMs + 2 * this.leaseTtlMs;
         const attempt = this.queue.lease(job.id, { token, sessionId: session.sessionId, runner: session.runner, deadline, hardDeadline });
-        send(ws, { type: "lease", lease: { jobId: job.id, token }, attempt, deadline, job: spec });
+        send(ws, { type: "lease", lease: { jobId: job.id, token }, attempt, deadline, job: spec, queuedMs: Math.max(0, now - Math.max(job.enqueued_at, job.not_before)) });
         this.ctx.waitUntil(this.logged(this.journal(job).leased(attempt, session.runner)));
       }
     }
