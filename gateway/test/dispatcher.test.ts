@@ -1,7 +1,7 @@
 import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { Dispatcher } from "../src/dispatcher/dispatcher.js";
-import { TestRunner, gradedOutcome, setUpAssignment, status, submit, uniqueAssignment } from "./helpers.js";
+import { TestRunner, adminFetch, gradedOutcome, setUpAssignment, status, submit, uniqueAssignment } from "./helpers.js";
 
 const dispatcher = () => env.DISPATCHER.get(env.DISPATCHER.idFromName("global"));
 
@@ -60,6 +60,9 @@ describe("Dispatcher", () => {
     expect(lease.job.submissionId).toBe(id);
     expect(lease.queuedMs).toBeGreaterThanOrEqual(5000);
     expect(lease.queuedMs).toBeLessThan(60_000);
+    // Staff stats name the runner by its token and by the name it gave itself in hello.
+    const stats = (await (await adminFetch("/stats")).json()) as { runners: Array<Record<string, unknown>> };
+    expect(stats.runners).toContainEqual(expect.objectContaining({ runner: "runner-a", instance: "test", holding: 1 }));
     runner.close();
   });
 

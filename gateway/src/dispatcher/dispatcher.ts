@@ -16,6 +16,8 @@ import { type JobJournal, journalFor } from "./journal.js";
 interface Session {
   sessionId: string;
   runner: string;
+  /** The name the runner gave itself in `hello` (e.g. its pod): tells apart runners sharing one token. */
+  instance?: string;
   /** The runner token this socket authenticated with: revoking it closes the socket. */
   tokenId: string;
   /** Jobs the runner is willing to hold at once; 0 until it says hello, and when draining. */
@@ -104,6 +106,7 @@ export class Dispatcher extends DurableObject<Env> {
       ...this.queue.counts(),
       runners: this.sessions().map(({ session }) => ({
         runner: session.runner,
+        instance: session.instance ?? null,
         capacity: session.capacity,
         holding: this.queue.heldBy(session.sessionId),
         otterVersions: session.otterVersions,
@@ -144,6 +147,7 @@ export class Dispatcher extends DurableObject<Env> {
       case "hello": {
         session.capacity = message.capacity;
         session.otterVersions = message.otterVersions;
+        session.instance = message.runner;
         ws.serializeAttachment(session);
         const dropped = this.adoptLeases(session, message.holding);
         send(ws, { type: "welcome", heartbeatMs: this.heartbeatMs, leaseTtlMs: this.leaseTtlMs, dropped });
