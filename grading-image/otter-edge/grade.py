@@ -85,6 +85,8 @@ def check_sandbox():
         fail_sandbox(f"expected uid {GRADER_UID}, running as {os.getuid()}/{os.geteuid()}")
     with open("/proc/self/status") as f:
         status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    if status.get("NoNewPrivs", "").strip() != "1":
+        fail_sandbox("no_new_privs is off: the container must run with no-new-privileges")
     if int(status["CapAmb"], 16) & SWITCH_CAPS != SWITCH_CAPS:
         fail_sandbox("CAP_SETUID/CAP_SETGID/CAP_SETPCAP missing: the kernel could not run as the student uid")
     st = os.stat(GRADER_HOME)
@@ -117,7 +119,7 @@ def signal_as_student(target, signum):
     student's processes (nor they the grader's). kill(-1) spares the caller."""
     name = signal.Signals(signum).name.removeprefix("SIG")
     subprocess.run(
-        ["setpriv", f"--reuid={STUDENT_UID}", f"--regid={STUDENT_UID}", "--clear-groups",
+        ["/usr/bin/setpriv", f"--reuid={STUDENT_UID}", f"--regid={STUDENT_UID}", "--clear-groups",
          "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--",
          "/bin/sh", "-c", 'kill -s "$1" -- "$2" 2>/dev/null', "signal-as-student", name, str(target)],
         check=False, stdin=subprocess.DEVNULL,  # no such process: nothing left to signal
@@ -261,6 +263,11 @@ def main():
     parser.add_argument("-o", "--output-dir", required=True)
     parser.add_argument("submission")
     args = parser.parse_args()
+    # Notebooks only. otter also grades zips, and PythonRunner.run then dill-loads a .OTTER_LOG found
+    # in the submission (otter.check.logs.Log.from_file), in the grader, before anything else: code
+    # execution from a student's file. A notebook alone cannot put one there in time.
+    if os.path.splitext(args.submission)[1] != ".ipynb":
+        parser.error("the submission must be a .ipynb notebook")
 
     check_sandbox()
     grader_environment()
@@ -285,11 +292,7 @@ def main():
         json.dump({}, f)
     with zipfile.ZipFile(args.autograder) as z:
         z.extractall(os.path.join(ag_dir, "source"))
-    if os.path.splitext(args.submission)[1] == ".zip":
-        with zipfile.ZipFile(args.submission) as z:
-            z.extractall(os.path.join(ag_dir, "submission"))
-    else:
-        shutil.copy(args.submission, os.path.join(ag_dir, "submission"))
+    shutil.copy(args.submission, os.path.join(ag_dir, "submission"))
 
     python_runner.grade_notebook = make_grade_notebook(work_dir)
     run_autograder_main(ag_dir, logo=False, debug=False, otter_run=True)
