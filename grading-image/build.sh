@@ -10,7 +10,7 @@
 #   4. a smoke test of the image with no network, as the grader user
 #
 # Idempotent: the grading image carries the label org.otter-edge.recipe, a sha256 of
-# Dockerfile + requirements.txt; when the existing image has the same recipe, steps 2-4
+# Dockerfile + requirements.txt + otter-edge/; when the existing image has the same recipe, steps 2-4
 # are skipped.
 #
 # Usage: ./build.sh [--force] [--rebuild-base] [--relock]
@@ -146,7 +146,9 @@ if [[ -z $OTTER_VERSION ]]; then
   exit 1
 fi
 TAG=$IMAGE:otter-$OTTER_VERSION
-RECIPE=$(cat Dockerfile requirements.txt | sha256sum | cut -d' ' -f1)
+# The recipe: the Dockerfile, the pins and the grading driver in otter-edge/ (names and contents).
+RECIPE=$( { cat Dockerfile .dockerignore requirements.txt; find otter-edge -type f -print0 | sort -z | xargs -0 sha256sum; } \
+          | sha256sum | cut -d' ' -f1)
 
 # ---------------------------------------------------------------- 1. base image
 step "base image $BASE_IMAGE"
@@ -266,5 +268,23 @@ assert spec.argv[0].startswith("/opt/otter/"), spec.argv
 import os; assert os.getuid() == 10001, os.getuid()
 print(f"    otter {otter.__version__}, python {sys.version.split()[0]}, kernel {spec.argv[0]}")
 '
+# The uid split grade.py relies on, with the runner's options: root with CAP_SETUID/SETGID/SETPCAP
+# only, dropped to 10001 holding them as ambient capabilities; the student kernelspec resolves.
+docker run --rm --network none --read-only --tmpfs /tmp \
+  --tmpfs /home/grader:rw,nosuid,nodev,size=16m,uid=10001,gid=10001,mode=0700 \
+  --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add SETPCAP --security-opt no-new-privileges \
+  --user 0:0 --entrypoint /bin/sh "$TAG" -c '
+exec setpriv --reuid=10001 --regid=10001 --clear-groups --inh-caps=-all,+setuid,+setgid,+setpcap \
+  --ambient-caps=-all,+setuid,+setgid,+setpcap -- env JUPYTER_PATH=/opt/otter-edge/jupyter python -I -c "
+import os, subprocess
+from jupyter_client.kernelspec import KernelSpecManager
+spec = KernelSpecManager().get_kernel_spec(\"python3\")
+assert spec.argv[0] == \"/opt/otter-edge/student-kernel\", spec.argv
+st = os.stat(\"/home/grader\"); assert (st.st_uid, st.st_mode & 0o777) == (10001, 0o700), st
+out = subprocess.run([\"setpriv\", \"--reuid=10002\", \"--regid=10002\", \"--clear-groups\", \"--inh-caps=-all\",
+                      \"--ambient-caps=-all\", \"--bounding-set=-all\", \"id\", \"-u\"], capture_output=True, text=True, check=True).stdout
+assert out.strip() == \"10002\", out
+print(\"    grader uid\", os.getuid(), \"starts the kernel as uid\", out.strip())
+"'
 step_done
 total_done

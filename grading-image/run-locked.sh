@@ -6,7 +6,8 @@
 # Usage: ./run-locked.sh AUTOGRADER_ZIP SUBMISSION_IPYNB OUT_DIR [docker create options...]
 #   e.g. ./run-locked.sh ../assignments/sample/dist/autograder.zip \
 #          ../assignments/sample/submissions/full.ipynb /tmp/out --memory 256m --memory-swap 256m
-# Env: IMAGE (default otter-edge/grading:latest), TIMEOUT seconds (default 300)
+# Env: IMAGE (default otter-edge/grading:latest), TIMEOUT seconds (default 300),
+#      OTTER_EDGE_PLAIN_OTTER=1 (plain `otter run`, one uid: the design before the uid split)
 # Writes OUT_DIR/results.json (if produced), OUT_DIR/log.txt and OUT_DIR/state.json
 # ({ExitCode, OOMKilled, TimedOut, Seconds}); exits with the container's exit code.
 set -euo pipefail
@@ -21,11 +22,12 @@ mkdir -p "$OUT"
 # The locked-down options (later options given on the command line override these).
 OPTS=(
   --network none
-  --user 10001:10001
+  --user 0:0
   --read-only
   --tmpfs /tmp:rw,nosuid,nodev,size=256m
-  --tmpfs /home/grader:rw,nosuid,nodev,size=64m
+  --tmpfs /home/grader:rw,nosuid,nodev,size=16m,uid=10001,gid=10001,mode=0700
   --cap-drop ALL
+  --cap-add SETUID --cap-add SETGID --cap-add SETPCAP
   --security-opt no-new-privileges
   --pids-limit 256
   --memory 1g --memory-swap 1g
@@ -45,10 +47,19 @@ cp "$AG" "$stage/autograder.zip"
 cp "$SUB" "$stage/submission.ipynb"
 chmod 0644 "$stage"/*
 
-cid=$(docker create "${OPTS[@]}" "$@" "$IMAGE")
+# The command the runner gives: grade as uid 10001, the notebook's kernel as uid 10002
+# (otter-edge/grade; `OTTER_EDGE_PLAIN_OTTER=1` runs plain `otter run` as 10001 instead, for comparison).
+if [[ ${OTTER_EDGE_PLAIN_OTTER:-0} == 1 ]]; then
+  CMD=(/bin/sh -c 'mkdir -p /job/out && exec otter run --no-logo -a /job/autograder.zip -o /job/out /job/submission.ipynb')
+  OPTS+=(--user 10001:10001)
+else
+  CMD=(/opt/otter-edge/grade -a /job/autograder.zip -o /job/out /job/submission.ipynb)
+fi
+cid=$(docker create "${OPTS[@]}" "$@" "$IMAGE" "${CMD[@]}")
 # Entries owned by 10001 (what putArchive should send); /job itself is owned by 10001 in the
 # image, and the fresh anonymous volume inherits that when the container is created.
-tar --owner=10001 --group=10001 --numeric-owner -C "$stage" -c autograder.zip submission.ipynb \
+mkdir "$stage/out"
+tar --owner=10001 --group=10001 --numeric-owner -C "$stage" -c autograder.zip submission.ipynb out \
   | docker cp - "$cid:/job"
 
 t0=${EPOCHREALTIME/[.,]/}

@@ -7,14 +7,23 @@
  * The time-to-contain table (lease → final, and submit → final) is printed in afterAll and written
  * to .otter-edge/hostile-report.json.
  *
- * Three cases forge a full score today and are marked `it.fails`: they assert the secure outcome
- * (score 0), so the day they are fixed vitest reports it. All three come from otter-grader's design,
- * not from the sandbox: otter runs the tests inside the student's own kernel, reading test files
- * from a directory that kernel can write, and everything in the container runs as one user.
- *   - tamper-tests:   rewrites ./tests/q*.py (otter's copy in its grading directory) to `>>> True`.
- *   - tamper-checker: replaces otter.test_files.ok_test.run_doctest in the kernel.
+ * The tamper cases answer nothing, so any score above 0 is a forgery. The grading image runs the
+ * notebook's kernel as a second uid (10002) apart from otter (10001), and keeps everything the
+ * kernel could hand back to the grader out of pickle (grading-image/otter-edge/grade.py):
+ *   - tamper-tests:   rewrites ./tests/q*.py (otter's copy in its grading directory) to `>>> True`:
+ *                     the files belong to the grader, the write fails.
  *   - tamper-late:    a setsid daemon overwrites /job/out/results.json after otter wrote it and
- *                     before the container exits (otter's clean-up of its temp dir is the window).
+ *                     before the container exits: /job/out belongs to the grader, and every student
+ *                     process is killed before results.json is written.
+ *   - grader-exec:    pickles sent to otter's log server and written as its results file run code
+ *                     in the grader process (plain `otter run` 7.0.0 scores it 5/5): no pickle of the
+ *                     kernel's is loaded any more.
+ * One case still forges a full score and stays `it.fails` (it asserts the secure outcome, so vitest
+ * reports the day it is fixed):
+ *   - tamper-checker: replaces otter.test_files.ok_test.run_doctest in the kernel. otter 7 runs the
+ *                     tests in the student's own Python process, against the student's live objects;
+ *                     whatever runs there after the student's code can be rewritten by it, and no
+ *                     process the student cannot touch has those objects to test.
  *
  * OTTER_EDGE_HOSTILE_DISK=1 adds disk-fill (2 GB written to /job, the job's volume on the host disk).
  */
@@ -47,6 +56,7 @@ const CASES = [
   "tamper-tests",
   "tamper-checker",
   "tamper-late",
+  "grader-exec",
   "print-flood",
   "kill-kernel",
   ...(process.env.OTTER_EDGE_HOSTILE_DISK === "1" ? ["disk-fill"] : []),
@@ -208,23 +218,46 @@ describe("hostile notebooks through the real runner and Docker", () => {
     expect(final.max_points).toBe(5);
   }, T);
 
-  // KNOWN GAP (otter-grader's design): the kernel can write otter's test files. Scores 1.0 today.
-  it.fails("tamper-tests: rewriting otter's test files does not raise the score", async () => {
+  // Closed by the uid split: the kernel (uid 10002) cannot write the grader's (10001) copy of the tests.
+  it("tamper-tests: rewriting otter's test files does not raise the score", async () => {
     const final = await outcome("tamper-tests");
+    expect(final.verdict).toBe("graded");
     expect(final.score).toBe(0);
+    expect(final.points).toBe(0);
+    expect(final.max_points).toBe(5);
   }, T);
 
-  // KNOWN GAP (otter-grader's design): the tests run inside the student's kernel. Scores 1.0 today.
+  // KNOWN GAP, open by otter-grader's design: otter 7 runs the tests inside the student's own kernel
+  // process (the export cell otter appends to the notebook), against the student's live objects. Code
+  // that ran earlier in that process can replace the checker, doctest, or the objects' own methods;
+  // separate uids protect the grader's files and process, not the interpreter the tests run in. The
+  // grader takes the tests and their points from its own files, so the kernel can only claim that the
+  // autograder's own cases passed. Closing it needs tests run in a process the student's code never
+  // ran in, which otter 7 has no way to do. Scores 1.0 today.
   it.fails("tamper-checker: patching otter's doctest runner in the kernel does not raise the score", async () => {
     const final = await outcome("tamper-checker");
     expect(final.score).toBe(0);
   }, T);
 
-  // KNOWN GAP (one user for grader and student in the container): a daemon rewrites results.json
-  // between otter writing it and the container exiting. Scores 1.0 today.
-  it.fails("tamper-late: a daemon overwriting results.json after otter does not raise the score", async () => {
+  // Closed by the uid split: /job/out belongs to the grader, and the student's processes are killed
+  // before results.json is written.
+  it("tamper-late: a daemon overwriting results.json after otter does not raise the score", async () => {
     const final = await outcome("tamper-late");
+    expect(final.verdict).toBe("graded");
     expect(final.score).toBe(0);
+    expect(final.points).toBe(0);
+    expect(final.max_points).toBe(5);
+  }, T);
+
+  // Plain `otter run` 7.0.0 unpickles what the kernel hands back (the results file) and what any local
+  // process sends to its log server: this notebook then patches the grader's results to 5/5.
+  it("grader-exec: pickles for otter's log server and results file run nothing in the grader", async () => {
+    const final = await outcome("grader-exec");
+    expect(final.verdict).toBe("graded");
+    expect(final.score).toBe(0);
+    expect(final.points).toBe(0);
+    expect(final.max_points).toBe(5);
+    expect(JSON.stringify(final.tests)).not.toMatch(/forged/);
   }, T);
 
   it("print-flood: 100 MB printed and 100 MB to the container's stdout; grade completes, the runner holds none of it", async () => {

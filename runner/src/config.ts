@@ -35,7 +35,8 @@ Every option can also be set by the environment variable shown.
   --help                 Show this help
 
 The Docker engine is reached through DOCKER_HOST (default unix:///var/run/docker.sock).
-Grading images are found by their label org.otter-edge.otter-version.
+Grading images are found by their labels org.otter-edge.otter-version and
+org.otter-edge.sandbox=uid-split-1 (the notebook runs as a second uid; grading-image/Dockerfile).
 `;
 
 const RunnerConfig = z.object({

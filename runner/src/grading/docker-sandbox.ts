@@ -10,7 +10,18 @@ export const OTTER_VERSION_LABEL = "org.otter-edge.otter-version";
 export const JOB_LABEL = "org.otter-edge.job";
 export const RUNNER_LABEL = "org.otter-edge.runner";
 export const RUN_LABEL = "org.otter-edge.run";
+/**
+ * The container contract a grading image must declare (grading-image/Dockerfile): "uid-split-1" =
+ * start as root with only CAP_SETUID, CAP_SETGID and CAP_SETPCAP and run /opt/otter-edge/grade, which drops to the
+ * grader uid at once and runs the student's kernel as a second uid. Images without it are not used:
+ * run with this command they would fail every job, and as plain `otter run` the notebook could
+ * rewrite its own tests and results.
+ */
+export const SANDBOX_LABEL = "org.otter-edge.sandbox";
+export const SANDBOX_CONTRACT = "uid-split-1";
 const GRADER_UID = 10001;
+/** grade.py's exit code when the container cannot keep the student's uid apart: the node's fault, checked before any student code runs. */
+const EXIT_SANDBOX_MISCONFIGURED = 70;
 /** Engine calls other than the wait for the container's exit must answer within this; a wedged engine is an infrastructure failure. */
 const ENGINE_CALL_TIMEOUT_MS = 60_000;
 /** Exit codes of a container stopped by a signal that neither we nor the memory cap sent: SIGKILL, SIGTERM. */
@@ -39,8 +50,9 @@ export interface DockerSandboxOptions {
 }
 
 /**
- * Grades in a fresh container per job: no network, capped memory/CPU/pids, non-root, read-only root,
- * every capability dropped, no privilege escalation. The job's files travel on an anonymous volume:
+ * Grades in a fresh container per job: no network, capped memory/CPU/pids, read-only root, every
+ * capability dropped but the three that switch uids, no privilege escalation; otter grades as one
+ * non-root uid and the student's notebook runs as another (see SANDBOX_LABEL). The job's files travel on an anonymous volume:
  * copied in before start, results copied out after exit, and the volume removed with the container.
  * Nothing of the runner (token, gateway address, Docker socket) is passed in.
  */
@@ -100,7 +112,7 @@ export class DockerSandbox implements Sandbox {
 
   /** Grading images present on this engine, by otter-grader version. */
   async images(): Promise<Map<string, string>> {
-    const images = await this.docker.listImages({ filters: { label: [OTTER_VERSION_LABEL] } });
+    const images = await this.docker.listImages({ filters: { label: [OTTER_VERSION_LABEL, `${SANDBOX_LABEL}=${SANDBOX_CONTRACT}`] } });
     const byVersion = new Map<string, string>();
     for (const image of images.sort((a, b) => a.Created - b.Created)) {
       const version = image.Labels?.[OTTER_VERSION_LABEL];
@@ -140,9 +152,12 @@ export class DockerSandbox implements Sandbox {
     const container = await this.engine(() =>
       this.docker.createContainer({
         Image: image,
-        User: `${GRADER_UID}:${GRADER_UID}`,
+        // Root only for the exec of setpriv: /opt/otter-edge/grade drops to the grader uid (10001) at once,
+        // keeping CAP_SETUID/SETGID/SETPCAP so it can start the notebook's kernel as the student uid (10002),
+        // which cannot write the tests, the results or /job/out, nor signal or trace the grader.
+        User: "0:0",
         WorkingDir: "/job",
-        Cmd: ["otter", "run", "--no-logo", "-a", "/job/autograder.zip", "-o", "/job/out", "/job/submission.ipynb"],
+        Cmd: ["/opt/otter-edge/grade", "-a", "/job/autograder.zip", "-o", "/job/out", "/job/submission.ipynb"],
         Labels: labels,
         HostConfig: {
           // The job's directory: an anonymous volume (removed with the container), labelled like the
@@ -158,9 +173,14 @@ export class DockerSandbox implements Sandbox {
           ReadonlyRootfs: true,
           Tmpfs: {
             "/tmp": `rw,nosuid,nodev,size=${this.limits.tmpfsBytes}`,
-            "/home/grader": "rw,nosuid,nodev,size=16m",
+            // The grader's private state (Jupyter runtime with the kernel's connection file, caches): 0700.
+            "/home/grader": `rw,nosuid,nodev,size=16m,uid=${GRADER_UID},gid=${GRADER_UID},mode=0700`,
           },
           CapDrop: ["ALL"],
+          // The only capabilities: SETUID/SETGID switch to the grader and the student uids, SETPCAP empties
+          // the student kernel's bounding set. no-new-privileges stays (setpriv needs no setuid binary);
+          // the student's process holds no capability and can never gain one.
+          CapAdd: ["SETUID", "SETGID", "SETPCAP"],
           SecurityOpt: ["no-new-privileges"],
           Ulimits: [{ Name: "nofile", Soft: 1024, Hard: 1024 }],
           // The engine keeps everything the container writes to stdout/stderr in a log file on the
@@ -213,6 +233,9 @@ export class DockerSandbox implements Sandbox {
       // The student cannot send it: the grader is the container's PID 1, which ignores signals from inside.
       if (ended === "exited" && !state.OOMKilled && exitCode !== null && KILLED_FROM_OUTSIDE.has(exitCode)) {
         throw new InfrastructureError(`docker engine: the grading container was stopped from outside the runner (exit code ${exitCode}; engine shutting down?)`);
+      }
+      if (ended === "exited" && exitCode === EXIT_SANDBOX_MISCONFIGURED) {
+        throw new InfrastructureError(`grading image ${image}: the container could not run the notebook as a separate uid (exit ${exitCode}): ${(await this.logTail(container)).slice(-500)}`);
       }
       const { content, tooLarge } = await bounded(
         container.getArchive({ path: "/job/out/results.json" }).then((stream) => readSingleFile(stream, MAX_RESULTS_BYTES)),
