@@ -187,6 +187,20 @@ describe("LTI 1.1 grade passback against an LMS that verifies signatures with oa
     expect(attempts[5]!.description).toMatch(/no imsx_POXEnvelopeResponse/);
   });
 
+  it("posts other students' grades while one student's LMS request hangs", async () => {
+    await lms.failNext("hang", 1);
+    const stuck = await submit(stack, "erin");
+    stack.runner.grade(await stack.runner.leaseFor(stuck), 0.4);
+    // Erin's request is now open at the LMS, which will not answer it (the gateway gives up after 2 s).
+    await waitFor(async () => (await lms.requests()).some((r) => r.mode === "hang"), 30_000, () => "the LMS never saw erin's request");
+    const { final } = await gradeAndSettle(stack, "frank", 0.6);
+    expect(final.passback).toMatchObject({ state: "delivered", attempts: 1 });
+    // Frank's grade went through while erin's first try was still waiting for its answer.
+    const erinMeanwhile = await status(stack, "erin", stuck);
+    expect(erinMeanwhile.passback).toMatchObject({ attempts: 0 });
+    expect((await settledPassback(stack, "erin", stuck)).passback).toMatchObject({ state: "delivered", attempts: 2 });
+  });
+
   it("never lets an older submission's late grade overwrite a newer one (policy latest)", async () => {
     const older = await submit(stack, "dave");
     const newer = await submit(stack, "dave");

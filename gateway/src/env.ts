@@ -42,6 +42,8 @@ export interface Env {
   PASSBACK_BACKOFF_BASE_MS?: string;
   PASSBACK_BACKOFF_MAX_MS?: string;
   PASSBACK_RETRY_WINDOW_MS?: string;
+  /** How many students' grades are posted at once (each student's in order). */
+  PASSBACK_CONCURRENCY?: string;
   /** How far an LTI launch's oauth_timestamp may be from now, in seconds. */
   LTI_TIMESTAMP_WINDOW_S?: string;
 }
