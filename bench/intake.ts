@@ -22,7 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import WebSocket from "ws";
 import { type Gateway, ROOT, configureAssignment, newCredentials, startGateway } from "../scripts/local-stack.js";
-import { diffCpu, fmt, groupCpuMs, machine, sleep, summarize, table, writeResults } from "./lib.js";
+import { diffCpu, fmt, groupCpuMs, machine, sleep, summarize, table, threadCpuMs, writeResults } from "./lib.js";
 
 const SAMPLE = join(ROOT, "assignments", "sample");
 const LEVELS = (process.env.BENCH_LEVELS ?? "1:300,50:2000,200:4000").split(",").map((s) => {
@@ -96,6 +96,8 @@ interface LevelResult {
   latencyMs: ReturnType<typeof summarize>;
   gatewayCpuMs: Record<string, number>;
   gatewayCpuMsPerRequest: number;
+  /** Share of the level's wall time that workerd's busiest thread was on a CPU (1 = that thread is the ceiling). */
+  workerdBusiestThread: number;
   benchCpuMs: number;
   drainMs: number | null;
 }
@@ -135,6 +137,7 @@ async function runLevel(
       req.end(body ?? undefined);
     });
   const cpu0 = groupCpuMs(gateway.process.pid!);
+  const threads0 = threadCpuMs(gateway.process.pid!, "workerd");
   const bench0 = process.cpuUsage();
   const t0 = performance.now();
   await Promise.all(
@@ -152,6 +155,7 @@ async function runLevel(
   const wallMs = performance.now() - t0;
   const benchCpu = process.cpuUsage(bench0);
   const gatewayCpuMs = diffCpu(groupCpuMs(gateway.process.pid!), cpu0);
+  const busiestThreadMs = Math.max(0, ...Object.values(diffCpu(threadCpuMs(gateway.process.pid!, "workerd"), threads0)));
   agent.destroy();
   const ok = Object.entries(statuses).reduce((n, [s, c]) => n + (s === "202" || s === "200" ? c : 0), 0);
   const serverErrors = Object.entries(statuses).reduce((n, [s, c]) => n + (Number(s) >= 500 ? c : 0), 0);
@@ -172,6 +176,7 @@ async function runLevel(
     latencyMs: summarize(latencies),
     gatewayCpuMs,
     gatewayCpuMsPerRequest: cpuTotal / requests,
+    workerdBusiestThread: busiestThreadMs / wallMs,
     benchCpuMs: (benchCpu.user + benchCpu.system) / 1000,
   };
 }
@@ -312,7 +317,7 @@ async function main() {
     console.log("Figures are noisy on a shared 2-core machine: the load generator, wrangler and workerd share the cores. Repeat a run when a figure looks off.\n");
     console.log(
       table(
-        ["build", "target", "conc", "requests", "accepted", "refused", "5xx", "net err", "req/s", "accepted/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "gw CPU ms/req", "drain ms"],
+        ["build", "target", "conc", "requests", "accepted", "refused", "5xx", "net err", "req/s", "accepted/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "gw CPU ms/req", "workerd top thread", "drain ms"],
         results.map((r) => [
           r.build,
           r.target,
@@ -329,6 +334,7 @@ async function main() {
           fmt(r.latencyMs.p99),
           fmt(r.latencyMs.max),
           fmt(r.gatewayCpuMsPerRequest, 2),
+          `${fmt(r.workerdBusiestThread * 100, 0)} %`,
           r.drainMs === null ? "-" : fmt(r.drainMs, 0),
         ]),
       ),

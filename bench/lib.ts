@@ -82,3 +82,40 @@ export function diffCpu(after: Record<string, number>, before: Record<string, nu
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * CPU time (ms) of every thread of the processes in a process group whose command is `comm`, by
+ * thread id. Shows whether one thread is the ceiling: workerd runs a Worker's JavaScript, its
+ * Durable Objects and local D1/R2 on one thread per process.
+ */
+export function threadCpuMs(pgid: number, comm: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = parseStat(`/proc/${entry}/stat`);
+    if (!stat || stat.comm !== comm || stat.pgrp !== pgid) continue;
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${entry}/task`);
+    } catch {
+      continue;
+    }
+    for (const tid of tasks) {
+      const t = parseStat(`/proc/${entry}/task/${tid}/stat`);
+      if (t) out[tid] = t.cpuMs;
+    }
+  }
+  return out;
+}
+
+function parseStat(path: string): { comm: string; pgrp: number; cpuMs: number } | null {
+  let stat: string;
+  try {
+    stat = readFileSync(path, "utf8");
+  } catch {
+    return null;
+  }
+  const close = stat.lastIndexOf(")");
+  const fields = stat.slice(close + 2).split(" ");
+  return { comm: stat.slice(stat.indexOf("(") + 1, close), pgrp: Number(fields[2]), cpuMs: (Number(fields[11]) + Number(fields[12])) * TICK_MS };
+}
