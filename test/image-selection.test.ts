@@ -6,7 +6,7 @@ import { Readable } from "node:stream";
 import Docker from "dockerode";
 import { pack } from "tar-stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DockerSandbox, OTTER_VERSION_LABEL } from "../runner/src/grading/docker-sandbox.js";
+import { DockerSandbox, OTTER_VERSION_LABEL, SANDBOX_CONTRACT, SANDBOX_LABEL } from "../runner/src/grading/docker-sandbox.js";
 import { InfrastructureError } from "../runner/src/grading/errors.js";
 
 /**
@@ -17,7 +17,7 @@ import { InfrastructureError } from "../runner/src/grading/errors.js";
  * Real parts: a private dockerd (its own network namespace, data, exec root, socket and
  * containerd; no bridge, no iptables rules), so the two test images never show up in the grading
  * images that other runners on this machine's shared engine announce; images imported there whose
- * `otter` is a shell script writing a results.json that names its image; the runner's real
+ * entry point is a shell script writing a results.json that names its image; the runner's real
  * DockerSandbox.
  */
 const VERSIONS = ["7.1.0", "7.2.0"];
@@ -71,10 +71,15 @@ function rootfs(version: string): Readable {
   file("bin/sh", readFileSync("/bin/dash"), 0o755);
   file("lib/x86_64-linux-gnu/libc.so.6", readFileSync("/lib/x86_64-linux-gnu/libc.so.6"), 0o755);
   file("lib64/ld-linux-x86-64.so.2", readFileSync("/lib64/ld-linux-x86-64.so.2"), 0o755);
+  // The image contract (uid-split-1): started as root with only SETUID/SETGID/SETPCAP, the entry point
+  // becomes the grader uid (the host's setpriv, as the real image does) and writes the results.
+  file("usr/bin/setpriv", readFileSync("/usr/bin/setpriv"), 0o755);
+  file("lib/x86_64-linux-gnu/libcap-ng.so.0", readFileSync("/lib/x86_64-linux-gnu/libcap-ng.so.0"), 0o755);
+  for (const d of ["opt", "opt/otter-edge"]) tar.entry({ name: d, type: "directory", mode: 0o755 });
+  file("opt/otter-edge/grade", "#!/bin/sh\nexec /usr/bin/setpriv --reuid=10001 --regid=10001 --clear-groups /bin/sh /opt/otter-edge/write-results\n", 0o755);
   file(
-    "usr/local/bin/otter",
-    `#!/bin/sh\nprintf '{"tests": [{"name": "image", "score": 1, "max_score": 1, "visibility": "visible", "output": "${version}"}]}' > /job/out/results.json\n`,
-    0o755,
+    "opt/otter-edge/write-results",
+    `printf '{"tests": [{"name": "image", "score": 1, "max_score": 1, "visibility": "visible", "output": "${version}"}]}' > /job/out/results.json\n`,
   );
   tar.finalize();
   return tar;
@@ -82,7 +87,7 @@ function rootfs(version: string): Readable {
 
 async function importImage(version: string, tagged = true) {
   const name = tagged ? { repo: "otter-edge-test/grading", tag: version } : {};
-  const stream = await docker.importImage(rootfs(version) as never, { ...name, changes: `LABEL ${OTTER_VERSION_LABEL}=${version}` });
+  const stream = await docker.importImage(rootfs(version) as never, { ...name, changes: `LABEL ${OTTER_VERSION_LABEL}=${version} ${SANDBOX_LABEL}=${SANDBOX_CONTRACT}` });
   await new Promise((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve(undefined))));
 }
 
