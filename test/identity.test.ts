@@ -156,3 +156,70 @@ describe("identity from a real JupyterHub", () => {
     expect(other.headers.get("access-control-allow-origin")).toBeNull();
   });
 });
+
+/**
+ * The course's usual wiring: the gateway is reached only through the hub's proxy, under
+ * /services/otter_grade/, and the hub's OAuth redirect uri is there too. A student who follows the
+ * Submit answer's page link signs in without ever seeing the gateway's own origin.
+ */
+describe("students who reach the gateway only through the hub's proxy", () => {
+  let work: string;
+  let hub: JupyterHub;
+  let gateway: Gateway;
+  let notebook: string;
+
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), "otter-edge-identity-proxy-"));
+    const port = await freePort();
+    hub = await JupyterHub.start({ gatewayUrl: `http://127.0.0.1:${port}`, loginViaProxy: true });
+    await hub.createUser("frank");
+    const credentials = newCredentials([]);
+    gateway = await startGateway({
+      stateDir: join(work, "state"),
+      credentials,
+      port,
+      vars: { HUB_API_URL: hub.apiUrl, HUB_OAUTH_CLIENT_ID: hub.clientId, HUB_OAUTH_CLIENT_SECRET: hub.serviceApiToken, SESSION_SECRET: randomBytes(32).toString("base64url"), HUB_ORIGINS: hub.url },
+    });
+    await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: join(SAMPLE, "dist", "autograder.zip") });
+    notebook = await readFile(join(SAMPLE, "submissions", "full.ipynb"), "utf8");
+  });
+
+  afterAll(async () => {
+    await gateway?.stop();
+    await hub?.stop();
+    if (work) await rm(work, { recursive: true, force: true });
+  });
+
+  it("signs in under the service's prefix and opens the submission page the Submit answer links to", async () => {
+    const prefix = `${hub.url}/services/otter_grade`;
+    const { token } = await hub.createToken("frank");
+    const submitted = await fetch(`${prefix}/`, { method: "POST", headers: { "content-type": "application/json", authorization: `token ${token}` }, body: `{"nb": ${notebook}}` });
+    expect(submitted.status).toBe(202);
+    const { id, page_url } = (await submitted.json()) as { id: string; page_url: string };
+    expect(page_url).toBe(`${prefix}/s/${id}`);
+
+    // Without a session the page offers hub login, under the prefix (the proxy forwards nothing else).
+    const anonymous = await fetch(page_url, { redirect: "manual" });
+    expect(anonymous.status).toBe(401);
+    const link = /id="hub-login" href="([^"]+)"/.exec(await anonymous.text())?.[1]?.replaceAll("&amp;", "&");
+    expect(link).toBe(`/services/otter_grade/auth/login?next=${encodeURIComponent(`/services/otter_grade/s/${id}`)}`);
+
+    const login = await fetch(`${hub.url}${link}`, { redirect: "manual" });
+    expect(login.status).toBe(302);
+    const stateCookie = login.headers.getSetCookie().find((c) => c.startsWith("oe_oauth_state="))!;
+    expect(stateCookie).toMatch(/Path=\/services\/otter_grade\/auth/i);
+    const callback = await loginAndAuthorize("frank", hub.password, login.headers.get("location")!);
+    expect(callback.startsWith(`${prefix}/auth/callback?`)).toBe(true);
+
+    const done = await fetch(callback, { headers: { cookie: stateCookie.split(";")[0]! }, redirect: "manual" });
+    expect(done.status).toBe(302);
+    expect(done.headers.get("location")).toBe(`/services/otter_grade/s/${id}`);
+    const setCookie = done.headers.getSetCookie().find((c) => c.startsWith("oe_session="))!;
+    // Scoped to the service: the students' own servers on the hub's origin never receive it.
+    expect(setCookie).toMatch(/Path=\/services\/otter_grade(;|$)/i);
+
+    const page = await fetch(page_url, { headers: { cookie: setCookie.split(";")[0]! } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain(id);
+  });
+});

@@ -4,6 +4,7 @@ import { authenticate } from "./auth/authenticate.js";
 import { authRoutes } from "./routes/auth.js";
 import type { AppEnv } from "./auth/authenticate.js";
 import { ApiError, errorResponse, internalErrorResponse } from "./errors.js";
+import { HUB_SERVICE_PREFIX } from "./hub-service.js";
 import { ltiRoutes } from "./lti/launch.js";
 import { adminRoutes } from "./routes/admin.js";
 import { pageRoutes, submissionPageRoutes } from "./routes/pages.js";
@@ -14,8 +15,6 @@ import { submissionRoutes } from "./routes/submissions.js";
 export { Dispatcher } from "./dispatcher/dispatcher.js";
 export { PassbackOutbox } from "./passback/outbox.js";
 
-/** The path the JupyterHub proxy forwards to this service (`c.JupyterHub.services` entry `otter_grade`). */
-const HUB_SERVICE_PREFIX = "/services/otter_grade";
 
 const app = new Hono<AppEnv>();
 
@@ -38,8 +37,12 @@ app.use("/api/v1/submissions/*", hubCors);
 app.use(`${HUB_SERVICE_PREFIX}/*`, hubCors);
 app.use(HUB_SERVICE_PREFIX, hubCors);
 
-app.route("/auth", authRoutes);
-app.get("/auth/whoami", authenticate(), (c) => c.json(c.get("identity")));
+// Hub login on the gateway's own origin, and under the hub service's prefix for students who reach
+// the gateway through the hub's proxy (their session cookie is then scoped to that prefix).
+for (const base of ["", HUB_SERVICE_PREFIX]) {
+  app.route(`${base}/auth`, authRoutes);
+  app.get(`${base}/auth/whoami`, authenticate(), (c) => c.json(c.get("identity")));
+}
 
 // What the Submit buttons post today: `{"nb": ...}` to the hub service's root.
 const legacy = submissionRoutes(HUB_SERVICE_PREFIX);

@@ -16,6 +16,8 @@
 #   OTTER_EDGE_GATEWAY_URL        the gateway, e.g. http://127.0.0.1:8787; absent -> the service has
 #                                 no url (no proxy route) and the redirect uri is a placeholder
 #   OTTER_EDGE_HUB_SERVICE_TOKEN  api_token of the `otter_grade` service = its OAuth client_secret
+#   OTTER_EDGE_HUB_LOGIN_VIA_PROXY 1: the service's OAuth redirect uri is on the hub's origin, under
+#                                 /services/otter_grade/ (students sign in through the proxy)
 #   OTTER_EDGE_HUB_SERVICE_TIMEOUT seconds the hub waits at start for the gateway url to answer (default 3)
 #
 # Everything binds to 127.0.0.1. No single-user server is ever spawned: the spawner refuses.
@@ -106,8 +108,13 @@ otter_grade = {
     "name": "otter_grade",
     # Must start with "service-" (JupyterHub validates it); this is also the default for the name.
     "oauth_client_id": "service-otter_grade",
-    # Exact-match redirect target of the OAuth authorize step (the gateway's callback).
-    "oauth_redirect_uri": (gateway_url.rstrip("/") if gateway_url else "http://127.0.0.1:9") + "/auth/callback",
+    # Exact-match redirect target of the OAuth authorize step: the gateway's callback on its own
+    # origin, or (OTTER_EDGE_HUB_LOGIN_VIA_PROXY=1) under the service's prefix on the hub's origin.
+    "oauth_redirect_uri": (
+        f"http://127.0.0.1:{public_port}/services/otter_grade/auth/callback"
+        if env("OTTER_EDGE_HUB_LOGIN_VIA_PROXY") == "1"
+        else (gateway_url.rstrip("/") if gateway_url else "http://127.0.0.1:9") + "/auth/callback"
+    ),
     # The service's API token doubles as its OAuth client_secret at /hub/api/oauth2/token.
     "api_token": env("OTTER_EDGE_HUB_SERVICE_TOKEN") or state_secret("service_api_token"),
     # Skip the "Authorize access" page: the hub redirects straight back with ?code=…&state=….

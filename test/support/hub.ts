@@ -47,6 +47,9 @@ export interface HubStartOptions {
   allowedUsers?: string[];
   /** Default 3. */
   serviceTimeoutSeconds?: number;
+  /** The service's `oauth_redirect_uri` on the hub's origin, `/services/otter_grade/auth/callback`:
+   * students sign in through the hub's proxy instead of on the gateway's origin. */
+  loginViaProxy?: boolean;
   /** Hub and proxy log: kept in memory (`output()`), or also printed. */
   output?: "pipe" | "inherit";
 }
@@ -108,6 +111,7 @@ export class JupyterHub {
       OTTER_EDGE_HUB_SERVICE_TOKEN: serviceApiToken,
       OTTER_EDGE_HUB_SERVICE_TIMEOUT: String(opts.serviceTimeoutSeconds ?? 3),
       OTTER_EDGE_GATEWAY_URL: opts.gatewayUrl ?? "",
+      OTTER_EDGE_HUB_LOGIN_VIA_PROXY: opts.loginViaProxy ? "1" : "",
     };
     const child = spawn(JUPYTERHUB, ["-f", CONFIG], { cwd: stateDir, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
     const log: string[] = [];

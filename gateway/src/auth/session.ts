@@ -7,11 +7,13 @@ const SESSION_SECONDS = 8 * 60 * 60;
 
 /**
  * The gateway's own session, set after a hub OAuth login: a cookie signed with SESSION_SECRET,
- * HttpOnly and Secure, SameSite=None so the Submit button on the hub's origin can send it.
+ * HttpOnly and Secure, SameSite=None so the Submit button on the hub's origin can send it. `path` is
+ * "/" on the gateway's origin, and the hub service's prefix on the hub's origin (never the whole hub:
+ * the students' own servers live there too).
  */
-export async function startSession(c: Context<{ Bindings: Env }>, user: string): Promise<void> {
+export async function startSession(c: Context<{ Bindings: Env }>, user: string, path = "/"): Promise<void> {
   const value = JSON.stringify({ user, exp: Math.floor(Date.now() / 1000) + SESSION_SECONDS });
-  await setSignedCookie(c, SESSION_COOKIE, value, c.env.SESSION_SECRET!, { httpOnly: true, secure: true, sameSite: "None", path: "/", maxAge: SESSION_SECONDS });
+  await setSignedCookie(c, SESSION_COOKIE, value, c.env.SESSION_SECRET!, { httpOnly: true, secure: true, sameSite: "None", path, maxAge: SESSION_SECONDS });
 }
 
 export async function sessionUser(c: Context): Promise<string | null | "invalid"> {
@@ -28,6 +30,6 @@ export async function sessionUser(c: Context): Promise<string | null | "invalid"
   }
 }
 
-export function endSession(c: Context): void {
-  deleteCookie(c, SESSION_COOKIE, { path: "/", secure: true, sameSite: "None" });
+export function endSession(c: Context, path = "/"): void {
+  deleteCookie(c, SESSION_COOKIE, { path, secure: true, sameSite: "None" });
 }

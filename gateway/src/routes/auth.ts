@@ -5,6 +5,7 @@ import { personFromHubAnswer } from "../auth/hub.js";
 import { endSession, startSession } from "../auth/session.js";
 import type { Env } from "../env.js";
 import { ApiError } from "../errors.js";
+import { servicePrefixOf } from "../hub-service.js";
 
 /**
  * Browser login through JupyterHub OAuth: the gateway is the hub service `otter_grade`.
@@ -26,19 +27,28 @@ function hubOAuth(env: Env) {
 }
 
 /** Only paths on this gateway: an open redirect would let a link carry a session to someone else's site. */
-function safeNext(next: string | undefined): string {
-  return next && next.startsWith("/") && !next.startsWith("//") ? next : "/auth/whoami";
+function safeNext(next: string | undefined, prefix: string): string {
+  return next && next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") ? next : `${prefix}/auth/whoami`;
+}
+
+/**
+ * Where the hub sends the browser back: on the gateway's origin, or under the hub service's prefix on
+ * the hub's origin when the login started there (the hub's `oauth_redirect_uri` must say which).
+ */
+function callbackUri(c: { req: { url: string; path: string } }): string {
+  return new URL(`${servicePrefixOf(c.req.path)}/auth/callback`, c.req.url).toString();
 }
 
 authRoutes.get("/login", async (c) => {
   const oauth = hubOAuth(c.env);
+  const prefix = servicePrefixOf(c.req.path);
   const state = crypto.randomUUID();
-  const redirectUri = new URL("/auth/callback", c.req.url).toString();
-  await setSignedCookie(c, STATE_COOKIE, JSON.stringify({ state, next: safeNext(c.req.query("next")) }), oauth.sessionSecret, {
+  const redirectUri = callbackUri(c);
+  await setSignedCookie(c, STATE_COOKIE, JSON.stringify({ state, next: safeNext(c.req.query("next"), prefix) }), oauth.sessionSecret, {
     httpOnly: true,
     secure: true,
     sameSite: "Lax",
-    path: "/auth",
+    path: `${prefix}/auth`,
     maxAge: 600,
   });
   const q = new URLSearchParams({ client_id: oauth.clientId, redirect_uri: redirectUri, response_type: "code", state });
@@ -55,7 +65,7 @@ authRoutes.get("/callback", async (c) => {
   if (!saved || !code || c.req.query("state") !== saved.state) {
     throw new ApiError(400, "invalid_oauth_state", "This login link is stale or was not started here; open /auth/login again.");
   }
-  const redirectUri = new URL("/auth/callback", c.req.url).toString();
+  const redirectUri = callbackUri(c);
   const exchange = await fetch(`${oauth.api}/oauth2/token`, {
     method: "POST",
     headers: { "content-type": "application/x-www-form-urlencoded" },
@@ -66,12 +76,12 @@ authRoutes.get("/callback", async (c) => {
   const who = await fetch(`${oauth.api}/user`, { headers: { authorization: `Bearer ${token.data.access_token}` } });
   const user = who.ok ? await personFromHubAnswer(who) : null;
   if (!user) throw new ApiError(401, "oauth_user_unknown", "The hub did not say who you are; open /auth/login again.");
-  await startSession(c, user);
+  await startSession(c, user, servicePrefixOf(c.req.path) || "/");
   console.log(JSON.stringify({ level: "info", msg: "hub login", user }));
   return c.redirect(saved.next, 302);
 });
 
 authRoutes.get("/logout", (c) => {
-  endSession(c);
+  endSession(c, servicePrefixOf(c.req.path) || "/");
   return c.json({ signed_out: true });
 });

@@ -4,6 +4,7 @@ import { type AppEnv, type Authenticator, authenticators } from "../auth/authent
 import { devLoginEnabled, devSessionAuthenticator, endBrowserSessions, staffFromCookie, startDevSession, startStaffSession } from "../auth/browser-sessions.js";
 import { type Principal, assertCourse, staffPrincipal } from "../auth/service-tokens.js";
 import { bearerToken } from "../auth/tokens.js";
+import { servicePrefixOf } from "../hub-service.js";
 import { ApiError, internalErrorResponse } from "../errors.js";
 import { retryPassback } from "../passback/retry.js";
 import { type Viewer, assertCanSee, readSubmission } from "../submissions/detail.js";
@@ -29,7 +30,8 @@ function safeNext(next: unknown, fallback: string): string {
 function signInHint(c: Context<AppEnv>, err: ApiError) {
   if (err.status !== 401) return errorPage(c, err);
   const next = c.req.path;
-  const hubLogin = c.env.HUB_OAUTH_CLIENT_ID ? html`<p><a id="hub-login" href="/auth/login?next=${encodeURIComponent(next)}">Sign in with JupyterHub</a></p>` : "";
+  // Through the hub's proxy, the login must run under the service's prefix too (where its cookie lives).
+  const hubLogin = c.env.HUB_OAUTH_CLIENT_ID ? html`<p><a id="hub-login" href="${servicePrefixOf(next)}/auth/login?next=${encodeURIComponent(next)}">Sign in with JupyterHub</a></p>` : "";
   const dev = devLoginEnabled(c.env) && !next.startsWith("/staff") ? html`<p><a href="/auth/dev-login?next=${encodeURIComponent(next)}">Development sign-in</a></p>` : "";
   return errorPage(c, err, html`${hubLogin}${dev}<p><a id="staff-login" href="/staff/login?next=${encodeURIComponent(next)}">Staff sign-in</a></p>`);
 }
