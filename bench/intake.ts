@@ -11,6 +11,9 @@
  *   BENCH_CONSUMER=0                      no consumer connected (jobs stay queued: intake cost alone)
  *   BENCH_STUDENTS=10                     students in DEV_USER_TOKENS, submitting round robin
  *   BENCH_GATEWAY_LOG=FILE                copy the gateway's (wrangler's) stdout and stderr to FILE
+ *   BENCH_SPLIT=1000                      then, per build, the two halves of the Dispatcher's work apart:
+ *                                         that many submissions with no consumer connected (enqueue
+ *                                         only), then a consumer drains them (lease + result + record)
  *   BENCH_BASELINE=<git ref>              also run that commit's gateway (a temporary git worktree) and
  *                                         measure both builds level by level, alternating which goes first
  */
@@ -34,6 +37,7 @@ const WITH_CONSUMER = process.env.BENCH_CONSUMER !== "0";
 const STUDENTS = Number(process.env.BENCH_STUDENTS ?? 10);
 const REQUEST_TIMEOUT_MS = 30_000;
 const BASELINE = process.env.BENCH_BASELINE;
+const SPLIT = Number(process.env.BENCH_SPLIT ?? 0);
 
 /** A runner that grades nothing: every lease is answered at once with a full grade. */
 class DrainingConsumer {
@@ -217,6 +221,8 @@ interface Target {
   build: string;
   gateway: Gateway;
   admin: string;
+  runnerToken: string;
+  otterVersion: string;
   consumer?: DrainingConsumer;
   submit: (agent: http.Agent, i: number) => http.RequestOptions;
   healthz: (agent: http.Agent) => http.RequestOptions;
@@ -235,19 +241,29 @@ async function startTarget(build: string, root: string, work: string, body: Buff
     gateway.process.stdout?.on("data", (d: Buffer) => log.write(d));
     gateway.process.stderr?.on("data", (d: Buffer) => log.write(d));
   }
-  const uploaded = await configureAssignment(gateway.url, credentials.admin, {
-    configFile: join(SAMPLE, "course-config.json"),
-    course: "demo101",
-    assignment: "sample",
-    autograderZip: join(SAMPLE, "dist", "autograder.zip"),
-    timeoutSeconds: 300,
-  });
-  const consumer = WITH_CONSUMER ? await DrainingConsumer.connect(gateway.url, credentials.runner, 64, uploaded.otter_version) : undefined;
+  let uploaded: { otter_version: string };
+  let consumer: DrainingConsumer | undefined;
+  try {
+    uploaded = await configureAssignment(gateway.url, credentials.admin, {
+      configFile: join(SAMPLE, "course-config.json"),
+      course: "demo101",
+      assignment: "sample",
+      autograderZip: join(SAMPLE, "dist", "autograder.zip"),
+      timeoutSeconds: 300,
+    });
+    consumer = WITH_CONSUMER ? await DrainingConsumer.connect(gateway.url, credentials.runner, 64, uploaded.otter_version) : undefined;
+  } catch (err) {
+    // Not a target yet, so main's clean-up would not stop it: a stray wrangler would outlive the bench.
+    await gateway.stop();
+    throw err;
+  }
   const { hostname, port } = new URL(gateway.url);
   return {
     build,
     gateway,
     admin: credentials.admin,
+    runnerToken: credentials.runner,
+    otterVersion: uploaded.otter_version,
     consumer,
     submit: (agent, i) => ({
       agent,
@@ -259,6 +275,36 @@ async function startTarget(build: string, root: string, work: string, body: Buff
     }),
     healthz: (agent) => ({ agent, host: hostname, port, path: "/healthz", method: "GET" }),
   };
+}
+
+interface SplitResult {
+  build: string;
+  intake: Omit<LevelResult, "drainMs" | "build">;
+  drainMs: number;
+  drainPerSec: number;
+}
+
+/** Connected runners as the gateway sees them. */
+async function runnersConnected(gateway: Gateway, admin: string): Promise<number> {
+  const res = await fetch(`${gateway.url}/api/v1/admin/stats`, { headers: { authorization: `Bearer ${admin}` } });
+  return ((await res.json()) as { runners: unknown[] }).runners.length;
+}
+
+/**
+ * Enqueue and lease apart: with no runner connected every submission only goes into the queue; then
+ * one consumer connects and the Dispatcher leases, takes results and records grades as fast as it can.
+ */
+async function splitRun(t: Target, body: Buffer): Promise<SplitResult> {
+  t.consumer?.close();
+  t.consumer = undefined;
+  while ((await runnersConnected(t.gateway, t.admin)) > 0) await sleep(50);
+  console.log(`${t.build}: ${SPLIT} submissions with no runner connected …`);
+  const intake = await runLevel(t.gateway, "POST (enqueue only)", 50, SPLIT, t.submit, body);
+  const t0 = performance.now();
+  t.consumer = await DrainingConsumer.connect(t.gateway.url, t.runnerToken, 64, t.otterVersion);
+  // Not drained within waitDrained's 120 s: no figure rather than a wrong one.
+  const total = (await waitDrained(t.gateway, t.admin)) === null ? Number.NaN : performance.now() - t0;
+  return { build: t.build, intake, drainMs: total, drainPerSec: (intake.accepted / total) * 1000 };
 }
 
 /** A detached git worktree of `ref` sharing this checkout's node_modules (same wrangler, same libraries). */
@@ -311,6 +357,8 @@ async function main() {
         results.push({ build: t.build, ...r, drainMs });
       }
     }
+    const splits: SplitResult[] = [];
+    if (SPLIT > 0) for (const t of targets) splits.push(await splitRun(t, body));
     results.sort((a, b) => a.concurrency - b.concurrency || a.target.localeCompare(b.target) || targets.findIndex((t) => t.build === a.build) - targets.findIndex((t) => t.build === b.build));
 
     console.log(`\nIntake benchmark (${new Date().toISOString()}), ${machine().cores} cores, load ${machine().loadavg}, Node ${process.version}; body ${body.length} B; ${STUDENTS} students; consumer ${WITH_CONSUMER ? "on (capacity 64, grades at once)" : "off"}`);
@@ -339,6 +387,15 @@ async function main() {
         ]),
       ),
     );
+    if (splits.length) {
+      console.log(`\nThe Dispatcher's two halves apart (${SPLIT} submissions, concurrency 50): enqueue with no runner connected, then one consumer (capacity 64) drains the queue:`);
+      console.log(
+        table(
+          ["build", "enqueue-only accepted/s", "p50 ms", "p99 ms", "gw CPU ms/req", "workerd top thread", "drain jobs/s", "drain s"],
+          splits.map((x) => [x.build, fmt(x.intake.acceptedPerSec, 0), fmt(x.intake.latencyMs.p50), fmt(x.intake.latencyMs.p99), fmt(x.intake.gatewayCpuMsPerRequest, 2), `${fmt(x.intake.workerdBusiestThread * 100, 0)} %`, fmt(x.drainPerSec, 0), fmt(x.drainMs / 1000, 1)]),
+        ),
+      );
+    }
     console.log("\ngateway CPU by process over each level (ms):");
     for (const r of results) console.log(`  ${r.build} ${r.target} c=${r.concurrency}: ${Object.entries(r.gatewayCpuMs).map(([k, v]) => `${k} ${v}`).join(", ")}; bench client ${fmt(r.benchCpuMs, 0)}`);
     const perBuild = [];
@@ -357,7 +414,7 @@ async function main() {
     const meets = best.some((r) => r.acceptedPerSec >= 1000 && r.latencyMs.p99 < 100 && r.serverErrors === 0);
     console.log(`\ntarget (≥ 1,000 accepted/s with p99 < 100 ms and zero 5xx): ${meets ? "met" : "NOT met"} by ${targets[0]!.build} at concurrency ${best.map((r) => r.concurrency).join("/")}`);
 
-    const file = await writeResults("intake", { at: new Date().toISOString(), machine: machine(), bodyBytes: body.length, students: STUDENTS, levels: results, builds: perBuild });
+    const file = await writeResults("intake", { at: new Date().toISOString(), machine: machine(), bodyBytes: body.length, students: STUDENTS, levels: results, splits, builds: perBuild });
     console.log(`results: ${file}`);
   } finally {
     for (const t of targets) {
