@@ -1,0 +1,266 @@
+/**
+ * Runner throughput benchmark (issue #7, item 3): with N jobs queued, how many gradings per minute a
+ * real runner (real Docker sandbox, real otter-grader) completes, against the limit
+ * `cores × 60 / bare otter run seconds`, for several runner capacities.
+ *
+ * Per capacity setting: N submissions are queued while no runner is connected, then a fresh runner
+ * process with that capacity starts and drains them. Rates come from D1's own timestamps:
+ *   whole   N / (first leased_at → last finished_at)   — includes the ramp-up and the tail
+ *   steady  (N − 1) / (first finished_at → last finished_at)
+ * The bare `otter run` seconds are measured in the same run, interleaved before, between and after
+ * the settings (these machines are noisy), two ways:
+ *   container  `docker run` of the image the runner picks, with the runner's own command and sandbox
+ *              flags (1 CPU, read-only root, …): otter run as the runner runs it, without otter-edge
+ *   host       `otter run` from .otter-edge/venv on the bare host (no container)
+ * The limit uses the faster of the two medians (the stricter target). As a reference the bench also
+ * runs `cores` container runs at once, to show what the machine itself sustains in parallel.
+ *
+ *   npm run bench:throughput
+ *   BENCH_CAPACITIES=1,2,3   runner capacities to measure, in this order
+ *   BENCH_JOBS=              jobs per setting (default max(12, 8 × capacity))
+ *   BENCH_BARE_REPS=2        bare runs of each kind at each interleave point
+ *   BENCH_NOTEBOOK=full      sample submission (full, partial, zero); BENCH_ASSIGNMENT=trivial grades
+ *                            bench/trivial instead of assignments/sample
+ */
+import { chmod, chown, copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook } from "../scripts/local-stack.js";
+import { fmt, machine, median, sleep, summarize, table, writeResults } from "./lib.js";
+import { HOST_OTTER, buildTrivialAssignment, exec, query, queueStats, runnerImage, runnerTimings } from "./support.js";
+
+const CORES = cpus().length;
+const CAPACITIES = (process.env.BENCH_CAPACITIES ?? "1,2,3").split(",").map(Number);
+const JOBS = process.env.BENCH_JOBS ? Number(process.env.BENCH_JOBS) : undefined;
+const BARE_REPS = Number(process.env.BENCH_BARE_REPS ?? 2);
+const TRIVIAL = process.env.BENCH_ASSIGNMENT === "trivial";
+const GRADER_UID = 10001;
+const SETTING_TIMEOUT_MS = 30 * 60_000;
+
+/** The runner's container, as `docker run` flags (runner/src/grading/docker-sandbox.ts and config.ts defaults). */
+const SANDBOX_FLAGS = [
+  "--network", "none",
+  "--user", `${GRADER_UID}:${GRADER_UID}`,
+  "--memory", "2g", "--memory-swap", "2g",
+  "--cpus", "1",
+  "--pids-limit", "512",
+  "--read-only",
+  "--tmpfs", "/tmp:rw,nosuid,nodev,size=268435456",
+  "--tmpfs", "/home/grader:rw,nosuid,nodev,size=16m",
+  "--cap-drop", "ALL",
+  "--security-opt", "no-new-privileges",
+  "--ulimit", "nofile=1024:1024",
+];
+
+let pycachePrefix = "";
+/** Host Python with its own bytecode cache (see bench/e2e-overhead.ts): otherwise every host run recompiles otter's imports. */
+function hostEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PYTHONPYCACHEPREFIX: pycachePrefix };
+  delete env.PYTHONDONTWRITEBYTECODE;
+  return env;
+}
+
+async function jobDir(notebook: string, autograder: string, forContainer: boolean): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "otter-edge-bench-job-"));
+  await copyFile(notebook, join(dir, "submission.ipynb"));
+  await copyFile(autograder, join(dir, "autograder.zip"));
+  await mkdir(join(dir, "out"));
+  if (forContainer) {
+    for (const p of [dir, join(dir, "out"), join(dir, "submission.ipynb"), join(dir, "autograder.zip")]) await chown(p, GRADER_UID, GRADER_UID);
+    await chmod(dir, 0o755);
+  }
+  return dir;
+}
+
+/** One bare grading; setup and cleanup are not timed. */
+async function bare(kind: "container" | "host", image: string, notebook: string, autograder: string): Promise<number> {
+  const dir = await jobDir(notebook, autograder, kind === "container");
+  try {
+    const t0 = performance.now();
+    if (kind === "container") {
+      await exec("docker", ["run", "--rm", ...SANDBOX_FLAGS, "-v", `${dir}:/job`, "-w", "/job", image, "otter", "run", "--no-logo", "-a", "/job/autograder.zip", "-o", "/job/out", "/job/submission.ipynb"], { maxBuffer: 16 * 1024 * 1024 });
+    } else {
+      await exec(HOST_OTTER, ["run", "-a", "autograder.zip", "-o", "out", "submission.ipynb"], { cwd: dir, env: hostEnv(), maxBuffer: 16 * 1024 * 1024 });
+    }
+    return performance.now() - t0;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+interface Setting {
+  capacity: number;
+  jobs: number;
+  image: string;
+  loadBefore: string;
+  loadAfter: string;
+  wholeMs: number;
+  steadyMs: number;
+  perMinWhole: number;
+  perMinSteady: number;
+  verdicts: Record<string, number>;
+  attemptsMax: number;
+  /** Runner's own per-job sandbox timings (ms), medians. */
+  runnerRunMs: number;
+  runnerTotalMs: number;
+}
+
+async function main() {
+  const work = await mkdtemp(join(tmpdir(), "otter-edge-bench-throughput-"));
+  pycachePrefix = join(work, "pycache");
+  const students = ["alice", "bob", "carol", "dave"];
+  const credentials = newCredentials(students);
+  let gateway: Gateway | undefined;
+  let runner: Runner | undefined;
+  try {
+    const built = TRIVIAL ? await buildTrivialAssignment(work) : null;
+    const notebook = built?.submission ?? join(ROOT, "assignments", "sample", "submissions", `${process.env.BENCH_NOTEBOOK ?? "full"}.ipynb`);
+    const autograder = built?.autograderZip ?? join(ROOT, "assignments", "sample", "dist", "autograder.zip");
+    console.log(`starting gateway in ${work} …`);
+    gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9" } });
+    const uploaded = await configureAssignment(gateway.url, credentials.admin, {
+      configFile: built?.configFile ?? join(ROOT, "assignments", "sample", "course-config.json"),
+      course: TRIVIAL ? "bench" : "demo101",
+      assignment: TRIVIAL ? "trivial" : "sample",
+      autograderZip: autograder,
+      timeoutSeconds: 600,
+    });
+    const { image, candidates } = await runnerImage(uploaded.otter_version);
+    console.log(`grading image (the runner's choice): ${image}; labelled for otter ${uploaded.otter_version}: ${candidates.join(", ")}`);
+
+    const bareMs: Record<"container" | "host", number[]> = { container: [], host: [] };
+    const bareLog: Array<{ at: string; kind: string; ms: number; load: string }> = [];
+    const barePoint = async (label: string) => {
+      for (let i = 0; i < BARE_REPS; i++) {
+        // Alternate which kind goes first.
+        for (const kind of i % 2 === 0 ? (["container", "host"] as const) : (["host", "container"] as const)) {
+          const ms = await bare(kind, image, notebook, autograder);
+          bareMs[kind].push(ms);
+          bareLog.push({ at: label, kind, ms, load: machine().loadavg });
+        }
+      }
+      console.log(`bare runs (${label}): container ${bareMs.container.slice(-BARE_REPS).map((x) => fmt(x / 1000, 2)).join(", ")} s; host ${bareMs.host.slice(-BARE_REPS).map((x) => fmt(x / 1000, 2)).join(", ")} s; load ${machine().loadavg}`);
+    };
+
+    console.log("warm-up: one bare run of each kind (not counted) …");
+    await bare("container", image, notebook, autograder);
+    await bare("host", image, notebook, autograder);
+    await barePoint("before");
+
+    // Reference: `cores` sandboxed containers at once, 3 waves: what the machine sustains in parallel without otter-edge.
+    const parallelJobs = CORES * 3;
+    const tPar = performance.now();
+    for (let wave = 0; wave < 3; wave++) await Promise.all(Array.from({ length: CORES }, () => bare("container", image, notebook, autograder)));
+    const parallelPerMin = (parallelJobs / (performance.now() - tPar)) * 60_000;
+    console.log(`bare container runs, ${CORES} at once: ${fmt(parallelPerMin, 1)} gradings/min; load ${machine().loadavg}`);
+
+    const settings: Setting[] = [];
+    let seq = 0;
+    for (const capacity of CAPACITIES) {
+      const jobs = JOBS ?? Math.max(12, 8 * capacity);
+      // Queue first, with no runner connected: the runner then starts against a full queue.
+      const ids: string[] = [];
+      for (let i = 0; i < jobs; i++) ids.push((await submitNotebook(gateway.url, credentials.students[students[seq++ % students.length]!]!, notebook)).id);
+      const s0 = await queueStats(gateway.url, credentials.admin);
+      if (s0.runners.length !== 0 || s0.pending < jobs) throw new Error(`expected ${jobs} pending and no runner, got ${JSON.stringify(s0)}`);
+      const loadBefore = machine().loadavg;
+      const imageNow = (await runnerImage(uploaded.otter_version)).image;
+      console.log(`capacity ${capacity}: ${jobs} jobs queued; starting the runner (image ${imageNow}); load ${loadBefore} …`);
+      runner = startRunner({ gatewayUrl: gateway.url, token: credentials.runner, cacheDir: join(work, "cache"), capacity });
+      const t0 = Date.now();
+      for (;;) {
+        const s = await queueStats(gateway.url, credentials.admin);
+        if (s.pending === 0 && s.leased === 0) break;
+        if (Date.now() - t0 > SETTING_TIMEOUT_MS) throw new Error(`capacity ${capacity}: not drained in ${SETTING_TIMEOUT_MS / 60000} min: ${JSON.stringify(s)}\n${runner.output().slice(-3000)}`);
+        if (runner.process.exitCode !== null) throw new Error(`runner exited:\n${runner.output().slice(-3000)}`);
+        await sleep(1000);
+      }
+      const loadAfter = machine().loadavg;
+      const output = runner.output();
+      await runner.stop();
+      runner = undefined;
+      const rows = await query<{ id: string; status: string; verdict: string | null; attempts: number; leased_at: string | null; finished_at: string | null }>(
+        gateway,
+        `SELECT id, status, verdict, attempts, leased_at, finished_at FROM submissions WHERE id IN (${ids.map((id) => `'${id}'`).join(",")})`,
+      );
+      if (rows.length !== jobs) throw new Error(`capacity ${capacity}: ${rows.length} of ${jobs} rows in D1`);
+      const firstLease = Math.min(...rows.map((r) => Date.parse(r.leased_at!)));
+      const finished = rows.map((r) => Date.parse(r.finished_at!)).sort((a, b) => a - b);
+      const verdicts: Record<string, number> = {};
+      for (const r of rows) verdicts[`${r.status}/${r.verdict}`] = (verdicts[`${r.status}/${r.verdict}`] ?? 0) + 1;
+      const wholeMs = finished[finished.length - 1]! - firstLease;
+      const steadyMs = finished[finished.length - 1]! - finished[0]!;
+      const timings = [...runnerTimings(output).values()];
+      const setting: Setting = {
+        capacity,
+        jobs,
+        image: imageNow,
+        loadBefore,
+        loadAfter,
+        wholeMs,
+        steadyMs,
+        perMinWhole: (jobs / wholeMs) * 60_000,
+        perMinSteady: ((jobs - 1) / steadyMs) * 60_000,
+        verdicts,
+        attemptsMax: Math.max(...rows.map((r) => r.attempts)),
+        runnerRunMs: median(timings.map((t) => t.runMs ?? Number.NaN).filter(Number.isFinite)),
+        runnerTotalMs: median(timings.map((t) => t.totalMs ?? Number.NaN).filter(Number.isFinite)),
+      };
+      settings.push(setting);
+      console.log(`capacity ${capacity}: ${fmt(setting.perMinWhole, 1)} gradings/min (steady ${fmt(setting.perMinSteady, 1)}); ${JSON.stringify(verdicts)}; runner run median ${fmt(setting.runnerRunMs / 1000, 2)} s; load ${loadAfter}`);
+      await barePoint(`after capacity ${capacity}`);
+    }
+
+    const bareContainer = summarize(bareMs.container);
+    const bareHost = summarize(bareMs.host);
+    const bareS = Math.min(bareContainer.p50, bareHost.p50) / 1000;
+    const limit = (CORES * 60) / bareS;
+    const limitContainer = (CORES * 60) / (bareContainer.p50 / 1000);
+    const limitHost = (CORES * 60) / (bareHost.p50 / 1000);
+
+    console.log(`\nRunner throughput (${new Date().toISOString()}), ${CORES} cores, Node ${process.version}; ${TRIVIAL ? "bench/trivial" : `assignments/sample ${process.env.BENCH_NOTEBOOK ?? "full"}`}; image ${image}`);
+    console.log("Figures are noisy on a shared 2-core machine. Every figure below comes from this one run.\n");
+    console.log(
+      table(
+        ["bare otter run", "n", "median s", "min s", "max s", `limit/min = ${CORES}×60/median`],
+        [
+          ["container (runner's image, command and flags)", bareContainer.n, fmt(bareContainer.p50 / 1000, 2), fmt(bareContainer.min / 1000, 2), fmt(bareContainer.max / 1000, 2), fmt(limitContainer, 1)],
+          ["host (.otter-edge/venv)", bareHost.n, fmt(bareHost.p50 / 1000, 2), fmt(bareHost.min / 1000, 2), fmt(bareHost.max / 1000, 2), fmt(limitHost, 1)],
+        ],
+      ),
+    );
+    console.log(`\nlimit used: ${fmt(limit, 1)} gradings/min (the faster bare median, ${fmt(bareS, 2)} s); reference: ${CORES} bare containers at once sustained ${fmt(parallelPerMin, 1)}/min\n`);
+    console.log(
+      table(
+        ["capacity", "jobs", "gradings/min", "% of limit", "steady/min", "steady %", "runner run s (median)", "runner total s", "outcomes", "max attempts", "load before", "load after"],
+        settings.map((s) => [
+          s.capacity,
+          s.jobs,
+          fmt(s.perMinWhole, 1),
+          fmt((100 * s.perMinWhole) / limit, 0),
+          fmt(s.perMinSteady, 1),
+          fmt((100 * s.perMinSteady) / limit, 0),
+          fmt(s.runnerRunMs / 1000, 2),
+          fmt(s.runnerTotalMs / 1000, 2),
+          Object.entries(s.verdicts).map(([k, v]) => `${k} ${v}`).join(", "),
+          s.attemptsMax,
+          s.loadBefore.split(" ").slice(0, 3).join(" "),
+          s.loadAfter.split(" ").slice(0, 3).join(" "),
+        ]),
+      ),
+    );
+    const best = Math.max(...settings.map((s) => s.perMinWhole));
+    console.log(`\ntarget (≥ 90 % of the limit): ${best >= 0.9 * limit ? "met" : "NOT met"}: best ${fmt(best, 1)}/min = ${fmt((100 * best) / limit, 0)} % of ${fmt(limit, 1)}/min`);
+    const file = await writeResults("throughput", { at: new Date().toISOString(), machine: machine(), image, candidates, notebook, cores: CORES, bare: { container: bareContainer, host: bareHost, log: bareLog }, limit, limitContainer, limitHost, parallelPerMin, settings });
+    console.log(`results: ${file}`);
+  } finally {
+    if (runner) await runner.stop();
+    if (gateway) await gateway.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
