@@ -12,13 +12,17 @@
  *   container  `docker run` of the image the runner picks, with the runner's own command and sandbox
  *              flags (1 CPU, read-only root, …): otter run as the runner runs it, without otter-edge
  *   host       `otter run` from .otter-edge/venv on the bare host (no container)
- * The limit uses the faster of the two medians (the stricter target). As a reference the bench also
- * runs `cores` container runs at once, to show what the machine itself sustains in parallel.
+ * The limit uses the faster of the two medians (the stricter target). As a second reference, every
+ * interleave point also runs `cores` bare containers at once (2 waves): what the machine sustains in
+ * parallel without otter-edge at that moment, which a loaded shared machine puts far below the limit.
+ * Settings run in BENCH_ROUNDS rounds, the order reversed every other round (1,2,3 then 3,2,1), so a
+ * load trend from the neighbours does not favour one capacity.
  *
  *   npm run bench:throughput
  *   BENCH_CAPACITIES=1,2,3   runner capacities to measure, in this order
  *   BENCH_JOBS=              jobs per setting (default max(12, 8 × capacity))
  *   BENCH_BARE_REPS=2        bare runs of each kind at each interleave point
+ *   BENCH_ROUNDS=2           rounds over the capacities
  *   BENCH_NOTEBOOK=full      sample submission (full, partial, zero); BENCH_ASSIGNMENT=trivial grades
  *                            bench/trivial instead of assignments/sample
  */
@@ -33,6 +37,8 @@ const CORES = cpus().length;
 const CAPACITIES = (process.env.BENCH_CAPACITIES ?? "1,2,3").split(",").map(Number);
 const JOBS = process.env.BENCH_JOBS ? Number(process.env.BENCH_JOBS) : undefined;
 const BARE_REPS = Number(process.env.BENCH_BARE_REPS ?? 2);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const PARALLEL_WAVES = 2;
 const TRIVIAL = process.env.BENCH_ASSIGNMENT === "trivial";
 const GRADER_UID = 10001;
 const SETTING_TIMEOUT_MS = 30 * 60_000;
@@ -72,8 +78,26 @@ async function jobDir(notebook: string, autograder: string, forContainer: boolea
   return dir;
 }
 
-/** One bare grading; setup and cleanup are not timed. */
+/**
+ * One bare grading; setup and cleanup are not timed. The Docker engine here is shared and was seen
+ * being restarted by someone else mid-run: a run the engine refused is retried (and reported), a
+ * run that failed otherwise is not.
+ */
+let engineRetries = 0;
 async function bare(kind: "container" | "host", image: string, notebook: string, autograder: string): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await bareOnce(kind, image, notebook, autograder);
+    } catch (err) {
+      if (attempt >= 5 || !/Cannot connect to the Docker daemon/.test(String((err as { stderr?: string }).stderr ?? err))) throw err;
+      engineRetries += 1;
+      console.warn(`docker engine unreachable (attempt ${attempt}); retrying in 10 s`);
+      await sleep(10_000);
+    }
+  }
+}
+
+async function bareOnce(kind: "container" | "host", image: string, notebook: string, autograder: string): Promise<number> {
   const dir = await jobDir(notebook, autograder, kind === "container");
   try {
     const t0 = performance.now();
@@ -90,6 +114,7 @@ async function bare(kind: "container" | "host", image: string, notebook: string,
 
 interface Setting {
   capacity: number;
+  round: number;
   jobs: number;
   image: string;
   loadBefore: string;
@@ -130,6 +155,7 @@ async function main() {
 
     const bareMs: Record<"container" | "host", number[]> = { container: [], host: [] };
     const bareLog: Array<{ at: string; kind: string; ms: number; load: string }> = [];
+    const parallel: Array<{ at: string; perMin: number; load: string }> = [];
     const barePoint = async (label: string) => {
       for (let i = 0; i < BARE_REPS; i++) {
         // Alternate which kind goes first.
@@ -139,7 +165,12 @@ async function main() {
           bareLog.push({ at: label, kind, ms, load: machine().loadavg });
         }
       }
-      console.log(`bare runs (${label}): container ${bareMs.container.slice(-BARE_REPS).map((x) => fmt(x / 1000, 2)).join(", ")} s; host ${bareMs.host.slice(-BARE_REPS).map((x) => fmt(x / 1000, 2)).join(", ")} s; load ${machine().loadavg}`);
+      // `cores` bare containers at once: what the machine sustains in parallel right now, without otter-edge.
+      const tPar = performance.now();
+      for (let wave = 0; wave < PARALLEL_WAVES; wave++) await Promise.all(Array.from({ length: CORES }, () => bare("container", image, notebook, autograder)));
+      const perMin = ((CORES * PARALLEL_WAVES) / (performance.now() - tPar)) * 60_000;
+      parallel.push({ at: label, perMin, load: machine().loadavg });
+      console.log(`bare runs (${label}): container ${bareMs.container.slice(-BARE_REPS).map((x) => fmt(x / 1000, 2)).join(", ")} s; host ${bareMs.host.slice(-BARE_REPS).map((x) => fmt(x / 1000, 2)).join(", ")} s; ${CORES} containers at once ${fmt(perMin, 1)}/min; load ${machine().loadavg}`);
     };
 
     console.log("warm-up: one bare run of each kind (not counted) …");
@@ -147,16 +178,11 @@ async function main() {
     await bare("host", image, notebook, autograder);
     await barePoint("before");
 
-    // Reference: `cores` sandboxed containers at once, 3 waves: what the machine sustains in parallel without otter-edge.
-    const parallelJobs = CORES * 3;
-    const tPar = performance.now();
-    for (let wave = 0; wave < 3; wave++) await Promise.all(Array.from({ length: CORES }, () => bare("container", image, notebook, autograder)));
-    const parallelPerMin = (parallelJobs / (performance.now() - tPar)) * 60_000;
-    console.log(`bare container runs, ${CORES} at once: ${fmt(parallelPerMin, 1)} gradings/min; load ${machine().loadavg}`);
 
     const settings: Setting[] = [];
     let seq = 0;
-    for (const capacity of CAPACITIES) {
+    const order = Array.from({ length: ROUNDS }, (_, r) => (r % 2 === 0 ? CAPACITIES : [...CAPACITIES].reverse())).flat();
+    for (const [index, capacity] of order.entries()) {
       const jobs = JOBS ?? Math.max(12, 8 * capacity);
       // Queue first, with no runner connected: the runner then starts against a full queue.
       const ids: string[] = [];
@@ -193,6 +219,7 @@ async function main() {
       const timings = [...runnerTimings(output).values()];
       const setting: Setting = {
         capacity,
+        round: Math.floor(index / CAPACITIES.length) + 1,
         jobs,
         image: imageNow,
         loadBefore,
@@ -208,7 +235,7 @@ async function main() {
       };
       settings.push(setting);
       console.log(`capacity ${capacity}: ${fmt(setting.perMinWhole, 1)} gradings/min (steady ${fmt(setting.perMinSteady, 1)}); ${JSON.stringify(verdicts)}; runner run median ${fmt(setting.runnerRunMs / 1000, 2)} s; load ${loadAfter}`);
-      await barePoint(`after capacity ${capacity}`);
+      await barePoint(`after setting ${index + 1} (capacity ${capacity})`);
     }
 
     const bareContainer = summarize(bareMs.container);
@@ -229,15 +256,18 @@ async function main() {
         ],
       ),
     );
-    console.log(`\nlimit used: ${fmt(limit, 1)} gradings/min (the faster bare median, ${fmt(bareS, 2)} s); reference: ${CORES} bare containers at once sustained ${fmt(parallelPerMin, 1)}/min\n`);
+    const parallelPerMin = median(parallel.map((p) => p.perMin));
+    console.log(`\nlimit used: ${fmt(limit, 1)} gradings/min (the faster bare median, ${fmt(bareS, 2)} s); reference: ${CORES} bare containers at once sustained ${parallel.map((p) => fmt(p.perMin, 1)).join(", ")}/min (median ${fmt(parallelPerMin, 1)})\n`);
     console.log(
       table(
-        ["capacity", "jobs", "gradings/min", "% of limit", "steady/min", "steady %", "runner run s (median)", "runner total s", "outcomes", "max attempts", "load before", "load after"],
+        ["capacity", "round", "jobs", "gradings/min", "% of limit", "% of bare parallel", "steady/min", "steady %", "runner run s (median)", "runner total s", "outcomes", "max attempts", "load before", "load after"],
         settings.map((s) => [
           s.capacity,
+          s.round,
           s.jobs,
           fmt(s.perMinWhole, 1),
           fmt((100 * s.perMinWhole) / limit, 0),
+          fmt((100 * s.perMinWhole) / parallelPerMin, 0),
           fmt(s.perMinSteady, 1),
           fmt((100 * s.perMinSteady) / limit, 0),
           fmt(s.runnerRunMs / 1000, 2),
@@ -249,9 +279,20 @@ async function main() {
         ]),
       ),
     );
+    console.log("\nby capacity, median over rounds:");
+    console.log(
+      table(
+        ["capacity", "gradings/min", "% of limit", "% of bare parallel"],
+        CAPACITIES.map((c) => {
+          const m = median(settings.filter((s) => s.capacity === c).map((s) => s.perMinWhole));
+          return [c, fmt(m, 1), fmt((100 * m) / limit, 0), fmt((100 * m) / parallelPerMin, 0)];
+        }),
+      ),
+    );
     const best = Math.max(...settings.map((s) => s.perMinWhole));
     console.log(`\ntarget (≥ 90 % of the limit): ${best >= 0.9 * limit ? "met" : "NOT met"}: best ${fmt(best, 1)}/min = ${fmt((100 * best) / limit, 0)} % of ${fmt(limit, 1)}/min`);
-    const file = await writeResults("throughput", { at: new Date().toISOString(), machine: machine(), image, candidates, notebook, cores: CORES, bare: { container: bareContainer, host: bareHost, log: bareLog }, limit, limitContainer, limitHost, parallelPerMin, settings });
+    const file = await writeResults("throughput", { at: new Date().toISOString(), machine: machine(), image, candidates, notebook, cores: CORES, bare: { container: bareContainer, host: bareHost, log: bareLog }, limit, limitContainer, limitHost, parallelPerMin, parallel, settings, engineRetries });
+    if (engineRetries) console.log(`bare runs retried because the Docker engine was unreachable: ${engineRetries}`);
     console.log(`results: ${file}`);
   } finally {
     if (runner) await runner.stop();
