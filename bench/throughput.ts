@@ -150,32 +150,37 @@ async function main() {
       autograderZip: autograder,
       timeoutSeconds: 600,
     });
-    const { image, candidates } = await runnerImage(uploaded.otter_version);
-    console.log(`grading image (the runner's choice): ${image}; labelled for otter ${uploaded.otter_version}: ${candidates.join(", ")}`);
+    const { image: startImage, candidates } = await runnerImage(uploaded.otter_version);
+    console.log(`grading image (the runner's choice): ${startImage}; labelled for otter ${uploaded.otter_version}: ${candidates.join(", ")}`);
 
     const bareMs: Record<"container" | "host", number[]> = { container: [], host: [] };
-    const bareLog: Array<{ at: string; kind: string; ms: number; load: string }> = [];
-    const parallel: Array<{ at: string; perMin: number; load: string }> = [];
+    const bareLog: Array<{ at: string; kind: string; ms: number; load: string; image: string }> = [];
+    const parallel: Array<{ at: string; perMin: number; load: string; image: string }> = [];
+    // The runner picks its image at every job (newest image labelled for the otter version), and
+    // neighbours on this shared engine build labelled images of their own: re-resolve at every point
+    // so bare runs use what the runner would use now, and record the image with every figure.
+    let image = startImage;
     const barePoint = async (label: string) => {
+      image = (await runnerImage(uploaded.otter_version)).image;
       for (let i = 0; i < BARE_REPS; i++) {
         // Alternate which kind goes first.
         for (const kind of i % 2 === 0 ? (["container", "host"] as const) : (["host", "container"] as const)) {
           const ms = await bare(kind, image, notebook, autograder);
           bareMs[kind].push(ms);
-          bareLog.push({ at: label, kind, ms, load: machine().loadavg });
+          bareLog.push({ at: label, kind, ms, load: machine().loadavg, image });
         }
       }
       // `cores` bare containers at once: what the machine sustains in parallel right now, without otter-edge.
       const tPar = performance.now();
       for (let wave = 0; wave < PARALLEL_WAVES; wave++) await Promise.all(Array.from({ length: CORES }, () => bare("container", image, notebook, autograder)));
       const perMin = ((CORES * PARALLEL_WAVES) / (performance.now() - tPar)) * 60_000;
-      parallel.push({ at: label, perMin, load: machine().loadavg });
+      parallel.push({ at: label, perMin, load: machine().loadavg, image });
       console.log(`bare runs (${label}): container ${bareMs.container.slice(-BARE_REPS).map((x) => fmt(x / 1000, 2)).join(", ")} s; host ${bareMs.host.slice(-BARE_REPS).map((x) => fmt(x / 1000, 2)).join(", ")} s; ${CORES} containers at once ${fmt(perMin, 1)}/min; load ${machine().loadavg}`);
     };
 
     console.log("warm-up: one bare run of each kind (not counted) …");
-    await bare("container", image, notebook, autograder);
-    await bare("host", image, notebook, autograder);
+    await bare("container", startImage, notebook, autograder);
+    await bare("host", startImage, notebook, autograder);
     await barePoint("before");
 
 
@@ -202,6 +207,7 @@ async function main() {
         await sleep(1000);
       }
       const loadAfter = machine().loadavg;
+      const imageAfter = (await runnerImage(uploaded.otter_version)).image;
       const output = runner.output();
       await runner.stop();
       runner = undefined;
@@ -221,7 +227,7 @@ async function main() {
         capacity,
         round: Math.floor(index / CAPACITIES.length) + 1,
         jobs,
-        image: imageNow,
+        image: imageNow === imageAfter ? imageNow : `${imageNow} → ${imageAfter}`,
         loadBefore,
         loadAfter,
         wholeMs,
@@ -238,6 +244,11 @@ async function main() {
       await barePoint(`after setting ${index + 1} (capacity ${capacity})`);
     }
 
+    // lib's median is nearest-rank (the lower of two); with two rounds the mean of the middle pair is the honest middle.
+    const middle = (xs: number[]) => {
+      const v = [...xs].sort((a, b) => a - b);
+      return v.length % 2 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+    };
     const bareContainer = summarize(bareMs.container);
     const bareHost = summarize(bareMs.host);
     const bareS = Math.min(bareContainer.p50, bareHost.p50) / 1000;
@@ -245,7 +256,8 @@ async function main() {
     const limitContainer = (CORES * 60) / (bareContainer.p50 / 1000);
     const limitHost = (CORES * 60) / (bareHost.p50 / 1000);
 
-    console.log(`\nRunner throughput (${new Date().toISOString()}), ${CORES} cores, Node ${process.version}; ${TRIVIAL ? "bench/trivial" : `assignments/sample ${process.env.BENCH_NOTEBOOK ?? "full"}`}; image ${image}`);
+    const images = [...new Set([...bareLog.map((b) => b.image), ...settings.map((s) => s.image)])];
+    console.log(`\nRunner throughput (${new Date().toISOString()}), ${CORES} cores, Node ${process.version}; ${TRIVIAL ? "bench/trivial" : `assignments/sample ${process.env.BENCH_NOTEBOOK ?? "full"}`}; image${images.length > 1 ? "s (CHANGED during the run: compare with care)" : ""} ${images.join(", ")}`);
     console.log("Figures are noisy on a shared 2-core machine. Every figure below comes from this one run.\n");
     console.log(
       table(
@@ -256,14 +268,15 @@ async function main() {
         ],
       ),
     );
-    const parallelPerMin = median(parallel.map((p) => p.perMin));
+    const parallelPerMin = middle(parallel.map((p) => p.perMin));
     console.log(`\nlimit used: ${fmt(limit, 1)} gradings/min (the faster bare median, ${fmt(bareS, 2)} s); reference: ${CORES} bare containers at once sustained ${parallel.map((p) => fmt(p.perMin, 1)).join(", ")}/min (median ${fmt(parallelPerMin, 1)})\n`);
     console.log(
       table(
-        ["capacity", "round", "jobs", "gradings/min", "% of limit", "% of bare parallel", "steady/min", "steady %", "runner run s (median)", "runner total s", "outcomes", "max attempts", "load before", "load after"],
+        ["capacity", "round", "image", "jobs", "gradings/min", "% of limit", "% of bare parallel", "steady/min", "steady %", "runner run s (median)", "runner total s", "outcomes", "max attempts", "load before", "load after"],
         settings.map((s) => [
           s.capacity,
           s.round,
+          s.image,
           s.jobs,
           fmt(s.perMinWhole, 1),
           fmt((100 * s.perMinWhole) / limit, 0),
@@ -279,19 +292,19 @@ async function main() {
         ]),
       ),
     );
-    console.log("\nby capacity, median over rounds:");
+    console.log("\nby capacity, median over rounds (settings whose jobs needed a second attempt left out, see `max attempts`):");
     console.log(
       table(
         ["capacity", "gradings/min", "% of limit", "% of bare parallel"],
         CAPACITIES.map((c) => {
-          const m = median(settings.filter((s) => s.capacity === c).map((s) => s.perMinWhole));
+          const m = middle(settings.filter((s) => s.capacity === c && s.attemptsMax === 1).map((s) => s.perMinWhole));
           return [c, fmt(m, 1), fmt((100 * m) / limit, 0), fmt((100 * m) / parallelPerMin, 0)];
         }),
       ),
     );
-    const best = Math.max(...settings.map((s) => s.perMinWhole));
-    console.log(`\ntarget (≥ 90 % of the limit): ${best >= 0.9 * limit ? "met" : "NOT met"}: best ${fmt(best, 1)}/min = ${fmt((100 * best) / limit, 0)} % of ${fmt(limit, 1)}/min`);
-    const file = await writeResults("throughput", { at: new Date().toISOString(), machine: machine(), image, candidates, notebook, cores: CORES, bare: { container: bareContainer, host: bareHost, log: bareLog }, limit, limitContainer, limitHost, parallelPerMin, parallel, settings, engineRetries });
+    const best = Math.max(...settings.filter((s) => s.attemptsMax === 1).map((s) => s.perMinWhole));
+    console.log(`\ntarget (≥ 90 % of the limit): ${best >= 0.9 * limit ? "met" : "NOT met"} by the best single setting: ${fmt(best, 1)}/min = ${fmt((100 * best) / limit, 0)} % of ${fmt(limit, 1)}/min (one setting; read the per-capacity medians and the load columns before believing it)`);
+    const file = await writeResults("throughput", { at: new Date().toISOString(), machine: machine(), images, candidates, notebook, cores: CORES, bare: { container: bareContainer, host: bareHost, log: bareLog }, limit, limitContainer, limitHost, parallelPerMin, parallel, settings, engineRetries });
     if (engineRetries) console.log(`bare runs retried because the Docker engine was unreachable: ${engineRetries}`);
     console.log(`results: ${file}`);
   } finally {
