@@ -7,8 +7,10 @@
  *   B  `docker run --rm --network none` of the grading image's default command on a bind-mounted job
  *      directory (as test/support/direct-otter.ts does): the same image with no otter-edge around it.
  *   C  `otter run` on the bare host (.otter-edge/venv), no container at all.
- *   D  as B, but with the runner's sandbox flags (1 CPU, 2 GiB, pids 512, read-only root, tmpfs,
- *      cap-drop ALL, no-new-privileges): separates what the limits cost from what otter-edge adds.
+ *   D  the runner's container without the runner: its flags (1 CPU, 2 GiB, pids 512, read-only root,
+ *      tmpfs, every capability dropped but SETUID/SETGID/SETPCAP, no-new-privileges) and its command
+ *      (the uid-split driver /opt/otter-edge/grade): separates what the sandbox costs from what
+ *      otter-edge's orchestration adds.
  *
  * The four run interleaved in rotating order (ABCD, BCDA, CDAB, …) so drift on a shared machine hits
  * all three alike. Afterwards a few component timings (empty container, Python import of otter,
@@ -39,19 +41,27 @@ const GRADER_UID = 10001;
 
 type Kind = "A" | "B" | "C" | "D" | "S";
 
-/** The runner's defaults (runner/src/config.ts, docker-sandbox.ts), as `docker run` flags. */
+/**
+ * The runner's container as `docker run` flags (runner/src/config.ts defaults, docker-sandbox.ts
+ * create options): root with only the three uid-switching capabilities, so that the image's driver
+ * (/opt/otter-edge/grade, appended by runB) can grade as 10001 and run the notebook as 10002.
+ */
 const SANDBOX_FLAGS = [
-  "--user", `10001:10001`,
+  "--user", "0:0",
   "--memory", "2g", "--memory-swap", "2g",
   "--cpus", "1",
   "--pids-limit", "512",
   "--read-only",
   "--tmpfs", "/tmp:rw,nosuid,nodev,size=268435456",
-  "--tmpfs", "/home/grader:rw,nosuid,nodev,size=16m",
+  "--tmpfs", `/home/grader:rw,nosuid,nodev,size=16m,uid=${10001},gid=${10001},mode=0700`,
   "--cap-drop", "ALL",
+  "--cap-add", "SETUID", "--cap-add", "SETGID", "--cap-add", "SETPCAP",
   "--security-opt", "no-new-privileges",
   "--ulimit", "nofile=1024:1024",
+  "--log-opt", "max-size=1m", "--log-opt", "max-file=1",
 ];
+/** The runner's command (docker-sandbox.ts): the uid-split driver, not the image's default `otter run`. */
+const DRIVER = ["/opt/otter-edge/grade", "-a", "/job/autograder.zip", "-o", "/job/out", "/job/submission.ipynb"];
 
 interface ARun {
   id: string;
@@ -96,11 +106,11 @@ async function pointsIn(dir: string): Promise<number> {
 }
 
 /** B (D with the sandbox flags): the grading image's default command, bind-mounted job directory, no network. Setup is not timed. */
-async function runB(extraFlags: string[] = []): Promise<{ ms: number; points: number }> {
+async function runB(extraFlags: string[] = [], command: string[] = []): Promise<{ ms: number; points: number }> {
   const dir = await jobDir(true);
   try {
     const t0 = performance.now();
-    await exec("docker", ["run", "--rm", "--network", "none", ...extraFlags, "-v", `${dir}:/job`, IMAGE], { maxBuffer: 16 * 1024 * 1024 });
+    await exec("docker", ["run", "--rm", "--network", "none", ...extraFlags, "-v", `${dir}:/job`, IMAGE, ...command], { maxBuffer: 16 * 1024 * 1024 });
     const ms = performance.now() - t0;
     return { ms, points: await pointsIn(dir) };
   } finally {
@@ -206,7 +216,7 @@ async function main() {
     await runA(gw, alice);
     await runB();
     await runC();
-    await runB(SANDBOX_FLAGS);
+    await runB(SANDBOX_FLAGS, DRIVER);
 
     const a: ARun[] = [];
     // A again, but polled once a second: its D1 figure shows what 20 ms polling itself costs the machine.
@@ -232,7 +242,7 @@ async function main() {
         } else if (kind === "S") {
           slow.push(await runA(gw, alice, 1000));
         } else {
-          const r = kind === "B" ? await runB() : kind === "D" ? await runB(SANDBOX_FLAGS) : await runC();
+          const r = kind === "B" ? await runB() : kind === "D" ? await runB(SANDBOX_FLAGS, DRIVER) : await runC();
           (kind === "B" ? b : kind === "D" ? d : c).push(r.ms);
           points.add(r.points);
         }
