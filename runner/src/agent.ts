@@ -16,6 +16,8 @@ interface ActiveJob {
   job: JobSpec;
   abort: AbortController;
   done: Promise<void>;
+  /** The sandbox's cleanup after the job (container removal), awaited after the result is sent. */
+  cleanup?: Promise<void>;
 }
 
 export interface AgentOptions {
@@ -192,6 +194,8 @@ export class Agent {
         if (!connection.send(result)) jobLog.warn("gateway away: the result is sent when the runner reconnects");
       })
       .catch((err) => jobLog.error({ err: String(err) }, "job crashed"))
+      // The slot stays taken until the job's container is gone: never more containers than capacity.
+      .then(() => entry.cleanup)
       .finally(() => {
         this.active.delete(message.lease.jobId);
         this.options.metrics?.busySlots.set(this.active.size);
@@ -221,10 +225,11 @@ export class Agent {
         timeoutMs: job.timeoutMs,
         signal: entry.abort.signal,
       });
+      entry.cleanup = run.cleanup;
       const grade: Grade = gradeFromRun(run, job.timeoutMs);
       this.stats.graded += 1;
       this.record(grade.verdict, t0, run.timings);
-      log.info({ verdict: grade.verdict, score: grade.score, points: grade.points, maxPoints: grade.maxPoints, exitCode: run.exitCode, timings: run.timings }, "graded");
+      log.info({ verdict: grade.verdict, score: grade.score, points: grade.points, maxPoints: grade.maxPoints, exitCode: run.exitCode, container: run.container?.slice(0, 12), timings: run.timings }, "graded");
       return { kind: "graded", grade, timings: { fetchMs, ...run.timings } };
     } catch (err) {
       this.stats.infrastructureErrors += 1;

@@ -34,12 +34,18 @@ async function sandboxFor(config: RunnerConfig): Promise<Sandbox> {
   const sandbox = new DockerSandbox(
     docker,
     { memoryBytes: config.memoryBytes, nanoCpus: Math.round(config.cpus * 1e9), pidsLimit: config.pidsLimit, tmpfsBytes: config.tmpfsBytes, runtime: config.runtime },
-    { runnerName: config.name, killGraceMs: config.killGraceMs, log },
+    {
+      runnerName: config.name,
+      killGraceMs: config.killGraceMs,
+      log,
+      sandboxContract: config.imageContract,
+      warmPool: config.warmPool > 0 ? { size: config.warmPool, maxAgeMs: config.warmMaxAgeMs } : undefined,
+    },
   );
   const images = await sandbox.images();
   if (images.size === 0) {
     throw new StartupError(
-      "no grading image on this Docker engine (none carries the labels org.otter-edge.otter-version and org.otter-edge.sandbox=uid-split-1); build one with grading-image/build.sh",
+      `no grading image on this Docker engine (none carries the labels org.otter-edge.otter-version and org.otter-edge.sandbox=${config.imageContract}); build one with grading-image/build.sh`,
     );
   }
   log.info({ images: Object.fromEntries(images) }, "grading images");
@@ -49,6 +55,8 @@ async function sandboxFor(config: RunnerConfig): Promise<Sandbox> {
     ({ removed, failed }) => (removed.length > 0 || failed.length > 0 ? log.info({ removed: removed.length, failed: failed.length }, "orphan grading containers reaped") : undefined),
     (err) => log.warn({ err: String(err) }, "could not list orphan grading containers"),
   );
+  // After the reaping (which spares this process's warm containers anyway): the pool is ready before the first lease, if the image supports it.
+  sandbox.fillPool();
   return sandbox;
 }
 
@@ -108,7 +116,11 @@ async function main(): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, "stopping: finishing or handing back held jobs");
-      agent.drain(config.drainMs).then(
+      agent
+        .drain(config.drainMs)
+        // Warm containers are removed, and removals of finished jobs' containers awaited, before exiting.
+        .then(() => sandbox.close?.())
+        .then(
         () => resolve(0),
         (err) => {
           log.error({ err: String(err) }, "drain failed");
