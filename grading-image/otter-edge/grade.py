@@ -303,21 +303,34 @@ def main():
     grader_environment()
     os.umask(0o022)  # everything the grader writes is readable, never writable, by the student
 
-    from otter.run.run_autograder import main as run_autograder_main
-    import otter.run.run_autograder.runners.python_runner as python_runner
+    def load_grader():
+        from otter.run.run_autograder import main as run_autograder_main
+        import otter.run.run_autograder.runners.python_runner as python_runner
 
-    patch_kernel_provisioner()
+        patch_kernel_provisioner()
+        return run_autograder_main, python_runner
 
-    if args.wait_for:
-        # What grading imports later anyway, loaded now while nobody waits (make_grade_notebook's
-        # and the export/scoring path's modules).
-        import nbformat  # noqa: F401
-        import nbconvert.preprocessors  # noqa: F401
-        import otter.execute.preprocessor  # noqa: F401
-        import otter.test_files  # noqa: F401
-        import otter.nbmeta_config  # noqa: F401
-        import traitlets.config  # noqa: F401
-        wait_for_job(args.wait_for, args.wait_max_seconds)
+    if not args.wait_for:
+        run_autograder_main, python_runner = load_grader()
+    else:
+        try:
+            run_autograder_main, python_runner = load_grader()
+            # What grading imports later anyway, loaded now while nobody waits (make_grade_notebook's
+            # and the export/scoring path's modules).
+            import nbformat  # noqa: F401
+            import nbconvert.preprocessors  # noqa: F401
+            import otter.execute.preprocessor  # noqa: F401
+            import otter.test_files  # noqa: F401
+            import otter.nbmeta_config  # noqa: F401
+            import traitlets.config  # noqa: F401
+            wait_for_job(args.wait_for, args.wait_max_seconds)
+        except BaseException as e:  # noqa: BLE001
+            if isinstance(e, SystemExit) and e.code == EX_NO_JOB:
+                raise
+            # Whatever goes wrong before the job is here is not the student's: never an exit code
+            # the runner could take for a grading failure.
+            print(f"otter-edge grade: failed while waiting for the job: {e!r}", file=sys.stderr)
+            sys.exit(EX_NO_JOB)
 
     # otter.run.main's layout (Gradescope's /autograder), with owners and modes that keep the
     # student out: only the submission directory (the kernel's cwd) is writable by the student.
