@@ -398,6 +398,8 @@ export class DockerSandbox implements Sandbox {
         ...(warm ? [{ name: HANDOVER_MARKER, content: Buffer.alloc(0) }] : []),
       ];
       const tStart = performance.now();
+      // Where runMs counts from: cold, the start call (as before the pool); warm, the hand-over copy.
+      let tRun = tStart;
       if (warm) {
         // A warm container that exited while waiting is never handed the job (its wait() noticed
         // first, or the job's wait below sees an exit it did not cause: handled as below).
@@ -407,9 +409,9 @@ export class DockerSandbox implements Sandbox {
       } else {
         await this.engine(() => container.putArchive(packFiles(files, GRADER_UID), { path: "/job" }));
         timings.putMs = performance.now() - tStart;
-        const tCall = performance.now();
+        tRun = performance.now();
         await this.engine(() => container.start());
-        timings.startMs = performance.now() - tCall;
+        timings.startMs = performance.now() - tRun;
       }
       this.options.log?.info({ container: container.id.slice(0, 12), submissionId: input.jobId, warm: Boolean(warm) }, "grading container has the job");
 
@@ -426,7 +428,7 @@ export class DockerSandbox implements Sandbox {
         );
       }
       const timedOut = ended === "timeout";
-      timings.runMs = performance.now() - tStart;
+      timings.runMs = performance.now() - tRun;
 
       const state = (await this.engine(() => container.inspect())).State;
       const exitCode = state.ExitCode ?? null;
