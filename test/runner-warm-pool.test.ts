@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Docker from "dockerode";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -15,7 +16,7 @@ import {
 } from "../runner/src/grading/docker-sandbox.js";
 import { gradeFromRun } from "../runner/src/grading/results.js";
 import type { SandboxInput } from "../runner/src/grading/sandbox.js";
-import { ROOT, waitFor } from "../scripts/local-stack.js";
+import { type Gateway, ROOT, newCredentials, startGateway, startRunner, waitFor } from "../scripts/local-stack.js";
 
 /**
  * The warm pool of the Docker sandbox (DockerSandbox warmPool): containers created and started
@@ -82,7 +83,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   // Whatever a failed test left: this test's runner names only.
-  for (const name of [NAME, `${NAME}-crashed`]) for (const c of await ours(name)) await docker.getContainer(c.Id).remove({ v: true, force: true }).catch(() => undefined);
+  for (const name of [NAME, `${NAME}-crashed`, `${NAME}-cli`]) for (const c of await ours(name)) await docker.getContainer(c.Id).remove({ v: true, force: true }).catch(() => undefined);
 });
 
 describe("warm pool", () => {
@@ -176,5 +177,46 @@ describe("warm pool", () => {
     const { removed } = await restarted.reapOrphans();
     expect(removed.sort()).toEqual(left.map((c) => c.Id).sort());
     expect(await ours(crashed)).toEqual([]);
+  });
+});
+
+describe("warm pool of a runner process", () => {
+  let work: string;
+  let gateway: Gateway | undefined;
+  afterAll(async () => {
+    await gateway?.stop();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it("is removed when the runner stops; left by a killed runner, it is removed by the next runner of that name", async () => {
+    work = mkdtempSync(join(tmpdir(), "otter-edge-warm-pool-"));
+    const credentials = newCredentials(["alice"]);
+    gateway = await startGateway({ stateDir: join(work, "state"), credentials });
+    const name = `${NAME}-cli`;
+    const env = { OTTER_EDGE_RUNNER_NAME: name, OTTER_EDGE_WARM_POOL: "2", OTTER_EDGE_IMAGE_CONTRACT: CONTRACT };
+    const start = () => startRunner({ gatewayUrl: gateway!.url, token: credentials.runner, cacheDir: join(work, "cache"), capacity: 1, env });
+
+    const first = start();
+    await waitFor(async () => (await waiting(name)).length === 2, 90_000, () => `no warm containers:\n${first.output().slice(-2000)}`, () => first.process.exitCode !== null);
+    const left = (await waiting(name)).map((c) => c.Id).sort();
+    await first.stop("SIGKILL");
+    // A killed runner cannot clean up: its containers keep waiting.
+    expect((await waiting(name)).map((c) => c.Id).sort()).toEqual(left);
+
+    const second = start();
+    await waitFor(
+      async () => {
+        const now = (await waiting(name)).map((c) => c.Id);
+        return now.length === 2 && now.every((id) => !left.includes(id));
+      },
+      90_000,
+      () => `the restarted runner did not replace the orphans:\n${second.output().slice(-2000)}`,
+      () => second.process.exitCode !== null,
+    );
+    for (const id of left) expect(await exists(id), `orphan ${id.slice(0, 12)}`).toBe(false);
+    expect(second.output()).toMatch(/removed an orphan grading container/);
+
+    expect(await second.stop("SIGTERM")).toBe(0);
+    expect(await ours(name), "a stopped runner leaves no warm container").toEqual([]);
   });
 });

@@ -194,13 +194,15 @@ export class Agent {
         if (!connection.send(result)) jobLog.warn("gateway away: the result is sent when the runner reconnects");
       })
       .catch((err) => jobLog.error({ err: String(err) }, "job crashed"))
-      // The slot stays taken until the job's container is gone: never more containers than capacity.
-      .then(() => entry.cleanup)
       .finally(() => {
         this.active.delete(message.lease.jobId);
         this.options.metrics?.busySlots.set(this.active.size);
         if (!this.draining) connection.send({ type: "ready", capacity: this.options.capacity });
-      });
+      })
+      // The slot is free as soon as the result is sent (the gateway counts it free then, and leases
+      // the next job at once: a slot still held here would refuse it). The finished container,
+      // already stopped, is removed meanwhile; a drain waits for that too.
+      .then(() => entry.cleanup);
   }
 
   private record(outcome: string, t0: number, timings: Record<string, number>): void {

@@ -55,8 +55,6 @@ async function sandboxFor(config: RunnerConfig): Promise<Sandbox> {
     ({ removed, failed }) => (removed.length > 0 || failed.length > 0 ? log.info({ removed: removed.length, failed: failed.length }, "orphan grading containers reaped") : undefined),
     (err) => log.warn({ err: String(err) }, "could not list orphan grading containers"),
   );
-  // After the reaping (which spares this process's warm containers anyway): the pool is ready before the first lease, if the image supports it.
-  sandbox.fillPool();
   return sandbox;
 }
 
@@ -107,6 +105,9 @@ async function main(): Promise<number> {
     }
     log.info({ port: config.metricsPort }, "serving /metrics, /healthz, /readyz");
   }
+  // Only once nothing can stop the start any more (a runner exiting before this would leave its warm
+  // containers to the next start's reaping), and after the reaping: ready before the first lease.
+  if (sandbox instanceof DockerSandbox) sandbox.fillPool();
   const agent = new Agent({ name: config.name, capacity: config.capacity, connection, sandbox, artifacts: new Artifacts(config.gatewayUrl, config.token, config.cacheDir), log, metrics });
   await agent.start();
 

@@ -22,9 +22,8 @@ export interface SandboxRun {
   /** The container that graded it (docker sandbox), for logs and tests. */
   container?: string;
   /**
-   * Resolves when the sandbox has cleaned up after the job (the container removed). `run` returns
-   * before that, so the grade is reported first; the caller keeps the slot busy until it resolves.
-   * Never rejects.
+   * Resolves when the sandbox has cleaned up after the job (the container, already stopped,
+   * removed). `run` returns before that, so the grade is reported first. Never rejects.
    */
   cleanup?: Promise<void>;
 }
