@@ -47,6 +47,7 @@ const GRADER_UID = 10001;
 type Kind = "A" | "W" | "B" | "C" | "D" | "S";
 const WARM_POOL = Number(process.env.BENCH_WARM_POOL ?? 2);
 const IMAGE_CONTRACT = process.env.BENCH_IMAGE_CONTRACT;
+const WARM_RUNNER = `bench-warm-runner-${process.pid}`;
 
 /**
  * The runner's container as `docker run` flags (runner/src/config.ts defaults, docker-sandbox.ts
@@ -91,6 +92,35 @@ async function runA(gateway: Gateway, token: string, pollEveryMs = POLL_MS): Pro
     }
     if (performance.now() - t0 > 300_000) throw new Error(`A: submission ${id} not graded within 300 s`);
     await sleep(pollEveryMs);
+  }
+}
+
+/**
+ * Waits (untimed) until the warm runner's pool is full again and its containers have finished
+ * starting (their CPU use, read from the engine's cgroup v1 accounting, has fallen to the idle
+ * wait's): otherwise whichever path runs after W pays for the refill, and always the same one.
+ */
+async function settleWarmPool(runnerName: string): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  const cpu = async (id: string) => {
+    for (const dir of ["/sys/fs/cgroup/cpuacct/docker", "/sys/fs/cgroup/cpu,cpuacct/docker"]) {
+      const v = await readFile(join(dir, id, "cpuacct.usage"), "utf8").catch(() => null);
+      if (v !== null) return Number(v);
+    }
+    return Number.NaN;
+  };
+  for (;;) {
+    const { stdout } = await exec("docker", ["ps", "-q", "--no-trunc", "--filter", `label=org.otter-edge.runner=${runnerName}`, "--filter", "label=org.otter-edge.job=(warm)"]);
+    const ids = stdout.split("\n").filter(Boolean);
+    if (ids.length >= WARM_POOL) {
+      const before = await Promise.all(ids.map(cpu));
+      await sleep(250);
+      const after = await Promise.all(ids.map(cpu));
+      // The idle wait costs ~2 ms of CPU per 250 ms; starting Python and importing otter ~250.
+      if (after.every((a, i) => Number.isFinite(a) && a - before[i]! < 25e6)) return;
+      if (after.some((a) => !Number.isNaN(a)) === false) return void (await sleep(3000)); // no cgroup v1 accounting: a fixed pause
+    } else await sleep(100);
+    if (Date.now() > deadline) throw new Error(`the warm pool of ${runnerName} did not settle within 60 s`);
   }
 }
 
@@ -219,7 +249,7 @@ async function main() {
     for (const [g, creds] of [[gateway, credentials], [gatewayW, credentialsW]] as const)
       await configureAssignment(g.url, creds.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: AUTOGRADER, timeoutSeconds: 300 });
     runner = startRunner({ gatewayUrl: gateway.url, token: credentials.runner, cacheDir: join(work, "cache"), capacity: 1, env: { ...contractEnv, OTTER_EDGE_WARM_POOL: "0" } });
-    runnerW = startRunner({ gatewayUrl: gatewayW.url, token: credentialsW.runner, cacheDir: join(work, "cache-w"), capacity: 1, env: { ...contractEnv, OTTER_EDGE_WARM_POOL: String(WARM_POOL) } });
+    runnerW = startRunner({ gatewayUrl: gatewayW.url, token: credentialsW.runner, cacheDir: join(work, "cache-w"), capacity: 1, env: { ...contractEnv, OTTER_EDGE_WARM_POOL: String(WARM_POOL), OTTER_EDGE_RUNNER_NAME: WARM_RUNNER } });
     const gw = gateway;
     const gwW = gatewayW;
     for (const [g, r, creds] of [[gw, runner, credentials], [gwW, runnerW, credentialsW]] as const) {
@@ -232,8 +262,10 @@ async function main() {
     }
 
     console.log("warm-up: one of each (not counted) …");
+    await settleWarmPool(WARM_RUNNER);
     await runA(gw, alice);
     await runA(gwW, aliceW);
+    await settleWarmPool(WARM_RUNNER);
     await runB();
     await runC();
     await runB(SANDBOX_FLAGS, DRIVER);
@@ -253,6 +285,7 @@ async function main() {
         if (kind === "A" || kind === "W") {
           const r = kind === "A" ? await runA(gw, alice) : await runA(gwW, aliceW);
           (kind === "A" ? a : w).push(r);
+          if (kind === "W") await settleWarmPool(WARM_RUNNER);
           if (r.points !== null) points.add(r.points);
         } else if (kind === "S") {
           slow.push(await runA(gw, alice, 1000));
