@@ -141,6 +141,10 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
       // Several test runners share this machine: no fixed metrics port unless a test asks for one.
       OTTER_EDGE_METRICS_PORT: "0",
       OTTER_EDGE_CACHE_DIR: opts.cacheDir,
+      // Passed through so that a test file can be run with the warm pool on, or on a test build of
+      // the grading image: OTTER_EDGE_WARM_POOL=3 npx vitest run test/hostile.test.ts
+      ...(process.env.OTTER_EDGE_WARM_POOL ? { OTTER_EDGE_WARM_POOL: process.env.OTTER_EDGE_WARM_POOL } : {}),
+      ...(process.env.OTTER_EDGE_IMAGE_CONTRACT ? { OTTER_EDGE_IMAGE_CONTRACT: process.env.OTTER_EDGE_IMAGE_CONTRACT } : {}),
       ...opts.env,
     },
     stdio: ["ignore", opts.output ?? "pipe", opts.output ?? "pipe"],

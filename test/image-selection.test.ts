@@ -140,7 +140,8 @@ describe("grading image per otter-grader version", () => {
   });
 
   it("leaves no container or volume behind after grading", async () => {
-    await sandbox().run(job(VERSIONS[0]!));
+    // run() returns before the container is removed (the grade is reported first); cleanup is that removal.
+    await (await sandbox().run(job(VERSIONS[0]!))).cleanup;
     expect(await docker.listContainers({ all: true })).toEqual([]);
     expect((await docker.listVolumes()).Volumes ?? []).toEqual([]);
   });

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { loadConfig } from "../runner/src/config.js";
 import { startRunner } from "../scripts/local-stack.js";
 
 /** The runner's own command line: clear errors, and no unsandboxed grading unless asked for. */
@@ -31,6 +32,20 @@ describe("runner start-up", () => {
   it("prints every option with --help", async () => {
     const { code, output } = await exitOf({}, ["--help"]);
     expect(code).toBe(0);
-    for (const option of ["--gateway", "--token-file", "--capacity", "--memory", "--unsandboxed", "--drain-ms"]) expect(output).toContain(option);
+    for (const option of ["--gateway", "--token-file", "--capacity", "--memory", "--unsandboxed", "--drain-ms", "--warm-pool", "--warm-max-age-ms"]) expect(output).toContain(option);
+  });
+
+  it("keeps the warm pool off unless asked for, by option or environment", () => {
+    const env = { OTTER_EDGE_GATEWAY_URL: "http://127.0.0.1:9", OTTER_EDGE_RUNNER_TOKEN: "t" };
+    const read = () => "";
+    const config = (argv: string[], extra: Record<string, string> = {}) => {
+      const c = loadConfig(argv, { ...env, ...extra }, read);
+      if (c === "help") throw new Error("help");
+      return c;
+    };
+    expect(config([])).toMatchObject({ warmPool: 0, warmMaxAgeMs: 600_000, imageContract: "uid-split-1" });
+    expect(config([], { OTTER_EDGE_WARM_POOL: "3", OTTER_EDGE_WARM_MAX_AGE_MS: "60000" })).toMatchObject({ warmPool: 3, warmMaxAgeMs: 60_000 });
+    expect(config(["--warm-pool", "2"], { OTTER_EDGE_WARM_POOL: "3" }).warmPool).toBe(2);
+    expect(() => config([], { OTTER_EDGE_WARM_POOL: "-1" })).toThrow(/warmPool/);
   });
 });

@@ -26,6 +26,15 @@ How `otter run` 7.0.0 grades, and what this changes:
     a kernel can neither invent tests nor change what they are worth.
   * Before results.json is written, every process of the student uid is killed.
 
+Warm start (--wait-for MARKER): the runner may start the container before it has a job, so that
+the container start, Python start and the imports below are paid while no student is waiting.
+The process checks the sandbox, imports otter, nbconvert and jupyter_client, and then waits (no
+student code, no job files yet) until MARKER appears: the runner copies the job's files into
+/job with MARKER as the last entry of the same archive, so when it exists the files before it
+are complete. Then it grades exactly that one job, as without --wait-for, and exits: a container
+never sees a second job. If no job comes within --wait-max-seconds it exits EX_NO_JOB (the
+runner retires idle containers long before that; this bounds one left by a runner that died).
+
 What this cannot stop: the tests run inside the student's process (that is otter's design), so
 a notebook that patches otter's checker in its own kernel can still claim that every case
 passed. See test/hostile.test.ts (tamper-checker).
@@ -54,6 +63,12 @@ MESSAGE_MAX_CHARS = 20_000
 # infrastructure failure (never a student's zero). The student cannot cause it: it is checked
 # before any student code runs.
 EX_SANDBOX = 70
+# Exit code for "waited for a job that never came" (--wait-for): never a grade. The runner treats
+# it as an infrastructure failure should it ever see it for a job.
+EX_NO_JOB = 71
+# How often a waiting container looks for its job's marker: a stat() on /job, ~0 CPU, and at most
+# this much delay between the hand-over and the start of grading.
+WAIT_POLL_SECONDS = 0.005
 
 # The export cell (otter.execute.preprocessor.EXPORT_CELL_SOURCE has the same placeholders):
 # runs the tests the notebook did not already check, then writes plain JSON, not a pickle.
@@ -257,10 +272,25 @@ def make_grade_notebook(work_dir):
     return grade_notebook
 
 
+def wait_for_job(marker, max_seconds):
+    """Blocks until the runner has handed over a job (MARKER exists), or exits EX_NO_JOB."""
+    import time
+
+    deadline = time.monotonic() + max_seconds
+    while not os.path.exists(marker):
+        if time.monotonic() > deadline:
+            print(f"otter-edge grade: no job within {max_seconds:.0f} s", file=sys.stderr)
+            sys.exit(EX_NO_JOB)
+        time.sleep(WAIT_POLL_SECONDS)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("-a", "--autograder", required=True)
     parser.add_argument("-o", "--output-dir", required=True)
+    parser.add_argument("--wait-for", metavar="MARKER",
+                        help="warm start: import everything, then wait until MARKER exists before grading")
+    parser.add_argument("--wait-max-seconds", type=float, default=3600.0)
     parser.add_argument("submission")
     args = parser.parse_args()
     # Notebooks only. otter also grades zips, and PythonRunner.run then dill-loads a .OTTER_LOG found
@@ -273,10 +303,34 @@ def main():
     grader_environment()
     os.umask(0o022)  # everything the grader writes is readable, never writable, by the student
 
-    from otter.run.run_autograder import main as run_autograder_main
-    import otter.run.run_autograder.runners.python_runner as python_runner
+    def load_grader():
+        from otter.run.run_autograder import main as run_autograder_main
+        import otter.run.run_autograder.runners.python_runner as python_runner
 
-    patch_kernel_provisioner()
+        patch_kernel_provisioner()
+        return run_autograder_main, python_runner
+
+    if not args.wait_for:
+        run_autograder_main, python_runner = load_grader()
+    else:
+        try:
+            run_autograder_main, python_runner = load_grader()
+            # What grading imports later anyway, loaded now while nobody waits (make_grade_notebook's
+            # and the export/scoring path's modules).
+            import nbformat  # noqa: F401
+            import nbconvert.preprocessors  # noqa: F401
+            import otter.execute.preprocessor  # noqa: F401
+            import otter.test_files  # noqa: F401
+            import otter.nbmeta_config  # noqa: F401
+            import traitlets.config  # noqa: F401
+            wait_for_job(args.wait_for, args.wait_max_seconds)
+        except BaseException as e:  # noqa: BLE001
+            if isinstance(e, SystemExit) and e.code == EX_NO_JOB:
+                raise
+            # Whatever goes wrong before the job is here is not the student's: never an exit code
+            # the runner could take for a grading failure.
+            print(f"otter-edge grade: failed while waiting for the job: {e!r}", file=sys.stderr)
+            sys.exit(EX_NO_JOB)
 
     # otter.run.main's layout (Gradescope's /autograder), with owners and modes that keep the
     # student out: only the submission directory (the kernel's cwd) is writable by the student.

@@ -16,6 +16,8 @@ interface ActiveJob {
   job: JobSpec;
   abort: AbortController;
   done: Promise<void>;
+  /** The sandbox's cleanup after the job (container removal), awaited after the result is sent. */
+  cleanup?: Promise<void>;
 }
 
 export interface AgentOptions {
@@ -196,7 +198,11 @@ export class Agent {
         this.active.delete(message.lease.jobId);
         this.options.metrics?.busySlots.set(this.active.size);
         if (!this.draining) connection.send({ type: "ready", capacity: this.options.capacity });
-      });
+      })
+      // The slot is free as soon as the result is sent (the gateway counts it free then, and leases
+      // the next job at once: a slot still held here would refuse it). The finished container,
+      // already stopped, is removed meanwhile; a drain waits for that too.
+      .then(() => entry.cleanup);
   }
 
   private record(outcome: string, t0: number, timings: Record<string, number>): void {
@@ -221,10 +227,11 @@ export class Agent {
         timeoutMs: job.timeoutMs,
         signal: entry.abort.signal,
       });
+      entry.cleanup = run.cleanup;
       const grade: Grade = gradeFromRun(run, job.timeoutMs);
       this.stats.graded += 1;
       this.record(grade.verdict, t0, run.timings);
-      log.info({ verdict: grade.verdict, score: grade.score, points: grade.points, maxPoints: grade.maxPoints, exitCode: run.exitCode, timings: run.timings }, "graded");
+      log.info({ verdict: grade.verdict, score: grade.score, points: grade.points, maxPoints: grade.maxPoints, exitCode: run.exitCode, container: run.container?.slice(0, 12), timings: run.timings }, "graded");
       return { kind: "graded", grade, timings: { fetchMs, ...run.timings } };
     } catch (err) {
       this.stats.infrastructureErrors += 1;

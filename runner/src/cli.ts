@@ -34,12 +34,18 @@ async function sandboxFor(config: RunnerConfig): Promise<Sandbox> {
   const sandbox = new DockerSandbox(
     docker,
     { memoryBytes: config.memoryBytes, nanoCpus: Math.round(config.cpus * 1e9), pidsLimit: config.pidsLimit, tmpfsBytes: config.tmpfsBytes, runtime: config.runtime },
-    { runnerName: config.name, killGraceMs: config.killGraceMs, log },
+    {
+      runnerName: config.name,
+      killGraceMs: config.killGraceMs,
+      log,
+      sandboxContract: config.imageContract,
+      warmPool: config.warmPool > 0 ? { size: config.warmPool, maxAgeMs: config.warmMaxAgeMs } : undefined,
+    },
   );
   const images = await sandbox.images();
   if (images.size === 0) {
     throw new StartupError(
-      "no grading image on this Docker engine (none carries the labels org.otter-edge.otter-version and org.otter-edge.sandbox=uid-split-1); build one with grading-image/build.sh",
+      `no grading image on this Docker engine (none carries the labels org.otter-edge.otter-version and org.otter-edge.sandbox=${config.imageContract}); build one with grading-image/build.sh`,
     );
   }
   log.info({ images: Object.fromEntries(images) }, "grading images");
@@ -99,6 +105,9 @@ async function main(): Promise<number> {
     }
     log.info({ port: config.metricsPort }, "serving /metrics, /healthz, /readyz");
   }
+  // Only once nothing can stop the start any more (a runner exiting before this would leave its warm
+  // containers to the next start's reaping), and after the reaping: ready before the first lease.
+  if (sandbox instanceof DockerSandbox) sandbox.fillPool();
   const agent = new Agent({ name: config.name, capacity: config.capacity, connection, sandbox, artifacts: new Artifacts(config.gatewayUrl, config.token, config.cacheDir), log, metrics });
   await agent.start();
 
@@ -108,7 +117,11 @@ async function main(): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info({ signal }, "stopping: finishing or handing back held jobs");
-      agent.drain(config.drainMs).then(
+      agent
+        .drain(config.drainMs)
+        // Warm containers are removed, and removals of finished jobs' containers awaited, before exiting.
+        .then(() => sandbox.close?.())
+        .then(
         () => resolve(0),
         (err) => {
           log.error({ err: String(err) }, "drain failed");

@@ -28,6 +28,17 @@ Every option can also be set by the environment variable shown.
                          take to exit before the job is reported
                          as an infrastructure error and the
                          container is left for an operator
+  --warm-pool N          Grading containers started ahead of time OTTER_EDGE_WARM_POOL (default 0 = off)
+                         per otter version, each waiting with
+                         otter imported for ONE job, then removed
+                         (never reused); capacity + 1 keeps one
+                         ready for every free slot. Only images
+                         labelled org.otter-edge.warm-start=wait-for-1
+  --warm-max-age-ms N    A warm container unused this long is     OTTER_EDGE_WARM_MAX_AGE_MS (default 600000)
+                         replaced (new images, engine settings)
+  --image-contract V     org.otter-edge.sandbox value a grading   OTTER_EDGE_IMAGE_CONTRACT (default uid-split-1)
+                         image must carry: only to keep a runner
+                         on a test build of the image
   --unsandboxed          Grade with a local otter, NO SANDBOX:    OTTER_EDGE_UNSANDBOXED=1
                          for development without Docker only
   --otter-bin PATH       otter executable for --unsandboxed       OTTER_EDGE_OTTER_BIN (default otter)
@@ -52,6 +63,9 @@ const RunnerConfig = z.object({
   cacheDir: z.string().min(1),
   drainMs: z.coerce.number().int().min(0),
   killGraceMs: z.coerce.number().int().min(0),
+  warmPool: z.coerce.number().int().min(0).max(256),
+  warmMaxAgeMs: z.coerce.number().int().min(1000),
+  imageContract: z.string().min(1),
   unsandboxed: z.boolean(),
   otterBin: z.string().min(1),
   metricsPort: z.coerce.number().int().min(0).max(65535),
@@ -77,6 +91,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
       "cache-dir": { type: "string" },
       "drain-ms": { type: "string" },
       "kill-grace-ms": { type: "string" },
+      "warm-pool": { type: "string" },
+      "warm-max-age-ms": { type: "string" },
+      "image-contract": { type: "string" },
       unsandboxed: { type: "boolean" },
       "otter-bin": { type: "string" },
       "metrics-port": { type: "string" },
@@ -107,6 +124,9 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
     cacheDir: values["cache-dir"] ?? env.OTTER_EDGE_CACHE_DIR ?? "/var/cache/otter-edge",
     drainMs: values["drain-ms"] ?? env.OTTER_EDGE_DRAIN_MS ?? 600_000,
     killGraceMs: values["kill-grace-ms"] ?? env.OTTER_EDGE_KILL_GRACE_MS ?? 30_000,
+    warmPool: values["warm-pool"] ?? env.OTTER_EDGE_WARM_POOL ?? 0,
+    warmMaxAgeMs: values["warm-max-age-ms"] ?? env.OTTER_EDGE_WARM_MAX_AGE_MS ?? 600_000,
+    imageContract: values["image-contract"] ?? env.OTTER_EDGE_IMAGE_CONTRACT ?? "uid-split-1",
     unsandboxed: values.unsandboxed ?? env.OTTER_EDGE_UNSANDBOXED === "1",
     otterBin: values["otter-bin"] ?? env.OTTER_EDGE_OTTER_BIN ?? "otter",
     metricsPort: values["metrics-port"] ?? env.OTTER_EDGE_METRICS_PORT ?? 9464,

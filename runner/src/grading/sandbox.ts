@@ -19,6 +19,13 @@ export interface SandboxRun {
   /** The last lines the grader printed, for staff and for the student's failure message. */
   logTail: string;
   timings: Record<string, number>;
+  /** The container that graded it (docker sandbox), for logs and tests. */
+  container?: string;
+  /**
+   * Resolves when the sandbox has cleaned up after the job (the container, already stopped,
+   * removed). `run` returns before that, so the grade is reported first. Never rejects.
+   */
+  cleanup?: Promise<void>;
 }
 
 export interface Sandbox {
@@ -28,6 +35,8 @@ export interface Sandbox {
   otterVersions(): Promise<string[]>;
   /** Runs `otter run`; throws InfrastructureError when the sandbox itself failed. */
   run(input: SandboxInput): Promise<SandboxRun>;
+  /** Releases what the sandbox holds between jobs (warm containers) and waits for cleanups under way. */
+  close?(): Promise<void>;
 }
 
 /** results.json larger than this is not read: a notebook cannot make the runner hold unbounded data. */
