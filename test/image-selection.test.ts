@@ -129,6 +129,8 @@ describe("grading image per otter-grader version", () => {
     const run = await sandbox().run(job(version));
     expect(run.exitCode).toBe(0);
     expect(JSON.parse(run.results!.toString()).tests[0].output).toBe(version);
+    // The container is removed after the result is out; wait for it, so the next test starts clean.
+    await run.cleanup;
   });
 
   it("refuses a version it holds no image for, as an infrastructure error naming the version", async () => {
