@@ -220,3 +220,26 @@ describe("warm pool of a runner process", () => {
     expect(await ours(name), "a stopped runner leaves no warm container").toEqual([]);
   });
 });
+
+/**
+ * Fault injection on the real engine: the answer to the engine's `wait` call never comes (what a
+ * runner saw for containers alive across a dockerd restart). The job must still end when its
+ * container exits, not after the time limit.
+ */
+describe("a lost answer to the engine's wait call", () => {
+  it("ends the job when its container exits, graded, long before the time limit", async () => {
+    const proto = (Docker as unknown as { Container: { prototype: { wait: (...args: unknown[]) => unknown } } }).Container.prototype;
+    const original = proto.wait;
+    proto.wait = () => new Promise(() => undefined);
+    try {
+      const t0 = Date.now();
+      const run = await sandbox({ size: 0, maxAgeMs: 60_000 }).run(job(FULL, 300_000));
+      expect(run.timedOut).toBe(false);
+      expect(gradeFromRun(run, 300_000)).toMatchObject({ verdict: "graded", score: 1 });
+      expect(Date.now() - t0).toBeLessThan(120_000);
+      await run.cleanup;
+    } finally {
+      proto.wait = original;
+    }
+  });
+});

@@ -36,6 +36,8 @@ const EXIT_SANDBOX_MISCONFIGURED = 70;
 const ENGINE_CALL_TIMEOUT_MS = 60_000;
 /** grade.py's exit code when a warm container's wait for a job ran out: never a grade. */
 const EXIT_NO_JOB = 71;
+/** How often a running job's container is inspected, in case the engine's answer to wait is lost. */
+const EXIT_POLL_MS = 5_000;
 /** Exit codes of a container stopped by a signal that neither we nor the memory cap sent: SIGKILL, SIGTERM. */
 const KILLED_FROM_OUTSIDE = new Set([137, 143]);
 
@@ -513,10 +515,22 @@ export class DockerSandbox implements Sandbox {
     else input.signal.addEventListener("abort", onAbort);
     const waited = this.engine(() => container.wait(), 0); // bounded by the time limit and the kill grace
     waited.catch(() => undefined); // when the job gave up on a stuck container, nobody awaits this any more
+    // The wait call's stream can be lost while the container runs on (an engine restarted with it
+    // alive was seen to never answer it): looking at the container now and then ends the job anyway.
+    let polling = true;
+    const polled = (async () => {
+      while (polling) {
+        await new Promise((resolve) => setTimeout(resolve, EXIT_POLL_MS));
+        const state = polling ? await container.inspect().then((i) => i.State, () => null) : null;
+        if (state && !state.Running && !state.Restarting) return "exited" as const;
+      }
+      return new Promise<never>(() => undefined);
+    })();
     let ended: "exited" | "stuck";
     try {
-      ended = await Promise.race([waited.then(() => "exited" as const), gaveUp]);
+      ended = await Promise.race([waited.then(() => "exited" as const), gaveUp, polled]);
     } finally {
+      polling = false;
       clearTimeout(timer);
       clearTimeout(graceTimer);
       input.signal.removeEventListener("abort", onAbort);
