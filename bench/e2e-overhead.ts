@@ -31,6 +31,7 @@ import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook } from "../scripts/local-stack.js";
+import { runnerTimings } from "./support.js";
 import { fmt, machine, median, percentile, sleep, summarize, table, writeResults } from "./lib.js";
 
 const exec = promisify(execFile);
@@ -179,21 +180,6 @@ function hostPythonEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, PYTHONPYCACHEPREFIX: pycachePrefix };
   delete env.PYTHONDONTWRITEBYTECODE;
   return env;
-}
-
-/** The runner's pino line for a graded job: {submissionId, timings: {createMs, startMs, runMs, totalMs}}. */
-function runnerTimings(output: string): Map<string, Record<string, number>> {
-  const byId = new Map<string, Record<string, number>>();
-  for (const line of output.split("\n")) {
-    if (!line.startsWith("{")) continue;
-    try {
-      const entry = JSON.parse(line) as { msg?: string; submissionId?: string; timings?: Record<string, number> };
-      if (entry.msg === "graded" && entry.submissionId && entry.timings) byId.set(entry.submissionId, entry.timings);
-    } catch {
-      // not a log line
-    }
-  }
-  return byId;
 }
 
 async function timeCommand(cmd: string, args: string[], reps: number): Promise<number[]> {

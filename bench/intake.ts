@@ -23,8 +23,8 @@ import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import WebSocket from "ws";
 import { type Gateway, ROOT, configureAssignment, newCredentials, startGateway } from "../scripts/local-stack.js";
+import { StandInConsumer } from "./support.js";
 import { diffCpu, fmt, groupCpuMs, machine, sleep, summarize, table, threadCpuMs, writeResults } from "./lib.js";
 
 const SAMPLE = join(ROOT, "assignments", "sample");
@@ -38,49 +38,6 @@ const STUDENTS = Number(process.env.BENCH_STUDENTS ?? 10);
 const REQUEST_TIMEOUT_MS = 30_000;
 const BASELINE = process.env.BENCH_BASELINE;
 const SPLIT = Number(process.env.BENCH_SPLIT ?? 0);
-
-/** A runner that grades nothing: every lease is answered at once with a full grade. */
-class DrainingConsumer {
-  readonly counts = { leases: 0, accepted: 0, refused: 0, errors: 0 };
-
-  private constructor(private readonly socket: WebSocket) {
-    socket.on("message", (data) => {
-      const message = JSON.parse(data.toString()) as { type: string; lease?: { jobId: string; token: string }; accepted?: boolean };
-      if (message.type === "lease") {
-        this.counts.leases += 1;
-        socket.send(
-          JSON.stringify({
-            type: "result",
-            lease: message.lease,
-            outcome: {
-              kind: "graded",
-              grade: { verdict: "graded", score: 1, points: 5, maxPoints: 5, message: "", tests: [{ name: "q1", score: 5, maxScore: 5, visibility: "visible", output: "" }] },
-              timings: {},
-            },
-          }),
-        );
-      } else if (message.type === "ack") {
-        if (message.accepted) this.counts.accepted += 1;
-        else this.counts.refused += 1;
-      } else if (message.type === "error") this.counts.errors += 1;
-    });
-  }
-
-  static async connect(gatewayUrl: string, token: string, capacity: number, otterVersion: string): Promise<DrainingConsumer> {
-    const socket = new WebSocket(`${gatewayUrl.replace(/^http/, "ws")}/runner/v1/connect`, { headers: { authorization: `Bearer ${token}` } });
-    await new Promise<void>((resolve, reject) => {
-      socket.once("open", () => resolve());
-      socket.once("error", reject);
-    });
-    const consumer = new DrainingConsumer(socket);
-    socket.send(JSON.stringify({ type: "hello", protocol: 1, runner: "bench-consumer", capacity, otterVersions: [otterVersion], holding: [] }));
-    return consumer;
-  }
-
-  close(): void {
-    this.socket.close();
-  }
-}
 
 interface LevelResult {
   build: string;
@@ -223,7 +180,7 @@ interface Target {
   admin: string;
   runnerToken: string;
   otterVersion: string;
-  consumer?: DrainingConsumer;
+  consumer?: StandInConsumer;
   submit: (agent: http.Agent, i: number) => http.RequestOptions;
   healthz: (agent: http.Agent) => http.RequestOptions;
 }
@@ -242,7 +199,7 @@ async function startTarget(build: string, root: string, work: string, body: Buff
     gateway.process.stderr?.on("data", (d: Buffer) => log.write(d));
   }
   let uploaded: { otter_version: string };
-  let consumer: DrainingConsumer | undefined;
+  let consumer: StandInConsumer | undefined;
   try {
     uploaded = await configureAssignment(gateway.url, credentials.admin, {
       configFile: join(SAMPLE, "course-config.json"),
@@ -251,7 +208,7 @@ async function startTarget(build: string, root: string, work: string, body: Buff
       autograderZip: join(SAMPLE, "dist", "autograder.zip"),
       timeoutSeconds: 300,
     });
-    consumer = WITH_CONSUMER ? await DrainingConsumer.connect(gateway.url, credentials.runner, 64, uploaded.otter_version) : undefined;
+    consumer = WITH_CONSUMER ? await StandInConsumer.connect(gateway.url, credentials.runner, "bench-consumer", 64, uploaded.otter_version) : undefined;
   } catch (err) {
     // Not a target yet, so main's clean-up would not stop it: a stray wrangler would outlive the bench.
     await gateway.stop();
@@ -301,7 +258,7 @@ async function splitRun(t: Target, body: Buffer): Promise<SplitResult> {
   console.log(`${t.build}: ${SPLIT} submissions with no runner connected …`);
   const intake = await runLevel(t.gateway, "POST (enqueue only)", 50, SPLIT, t.submit, body);
   const t0 = performance.now();
-  t.consumer = await DrainingConsumer.connect(t.gateway.url, t.runnerToken, 64, t.otterVersion);
+  t.consumer = await StandInConsumer.connect(t.gateway.url, t.runnerToken, "bench-consumer", 64, t.otterVersion);
   // Not drained within waitDrained's 120 s: no figure rather than a wrong one.
   const total = (await waitDrained(t.gateway, t.admin)) === null ? Number.NaN : performance.now() - t0;
   return { build: t.build, intake, drainMs: total, drainPerSec: (intake.accepted / total) * 1000 };
