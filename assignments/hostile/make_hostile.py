@@ -30,8 +30,6 @@ Usage: python3 make_hostile.py [--student ../sample/dist/student.ipynb] [--out .
 """
 
 import argparse
-import copy
-import hashlib
 import pathlib
 import sys
 import textwrap
@@ -41,7 +39,7 @@ import nbformat
 HERE = pathlib.Path(__file__).resolve().parent
 sys.dont_write_bytecode = True  # do not leave __pycache__ in the sample
 sys.path.insert(0, str(HERE.parent / "sample"))
-from make_submissions import FULL, OTTER_SERVICE  # noqa: E402  (the sample's right answers)
+from make_submissions import FULL, fill, stable_cell_id  # noqa: E402  (the sample's right answers and how it fills them)
 
 INFINITE_LOOP = """\
 # hostile: never finishes
@@ -339,23 +337,12 @@ CASES = {
 
 
 def make(student: nbformat.NotebookNode, hostile: str, answer: bool) -> nbformat.NotebookNode:
-    nb = copy.deepcopy(student)
-    left = dict(FULL) if answer else {}
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            src = cell.source.strip()
-            if src in left:
-                cell.source = left.pop(src)
-            cell.outputs = []
-            cell.execution_count = None
-    if left:
-        raise SystemExit(f"student notebook has no cell {next(iter(left))!r}")
+    nb = fill(student, FULL if answer else {})
     # after otter's init cell ("grader = otter.Notebook(...)") when there is one, else first
     at = next((i + 1 for i, c in enumerate(nb.cells) if c.cell_type == "code" and "otter.Notebook(" in c.source), 0)
     nb.cells.insert(at, nbformat.v4.new_code_cell(hostile.rstrip("\n")))
     for index, cell in enumerate(nb.cells):
-        cell.id = hashlib.sha256(f"{index}:{cell.cell_type}:{cell.source}".encode()).hexdigest()[:8]
-    nb.metadata["otter_service"] = dict(OTTER_SERVICE)
+        cell.id = stable_cell_id(index, cell)
     nbformat.validate(nb)
     return nb
 

@@ -57,13 +57,17 @@ ZERO = {
 }
 
 
+def stable_cell_id(index: int, cell: nbformat.NotebookNode) -> str:
+    """otter assign gives the cells it adds random ids; ids derived from the notebook instead make
+    regenerating a submission change nothing."""
+    return hashlib.sha256(f"{index}:{cell.cell_type}:{cell.source}".encode()).hexdigest()[:8]
+
+
 def fill(student: nbformat.NotebookNode, answers: dict[str, str]) -> nbformat.NotebookNode:
     nb = copy.deepcopy(student)
     left = dict(answers)
     for index, cell in enumerate(nb.cells):
-        # otter assign gives the cells it adds random ids; derive stable ones from the student
-        # notebook instead, so that regenerating the submissions changes nothing.
-        cell.id = hashlib.sha256(f"{index}:{cell.cell_type}:{cell.source}".encode()).hexdigest()[:8]
+        cell.id = stable_cell_id(index, cell)
         if cell.cell_type == "code":
             src = cell.source.strip()
             if src in left:
