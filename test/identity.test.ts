@@ -8,42 +8,51 @@ import { JupyterHub, loginAndAuthorize } from "./support/hub.js";
 
 const SAMPLE = join(ROOT, "assignments", "sample");
 
+/** A real JupyterHub and a gateway that trusts only it (no DEV_USER_TOKENS), with the sample assignment. */
+async function startHubStack(label: string, users: string[], hubOptions: { loginViaProxy?: boolean } = {}) {
+  const work = await mkdtemp(join(tmpdir(), `otter-edge-${label}-`));
+  const port = await freePort();
+  const hub = await JupyterHub.start({ gatewayUrl: `http://127.0.0.1:${port}`, ...hubOptions });
+  for (const user of users) await hub.createUser(user);
+  const credentials = newCredentials([]);
+  const gateway = await startGateway({
+    stateDir: join(work, "state"),
+    credentials,
+    port,
+    vars: {
+      HUB_API_URL: hub.apiUrl,
+      HUB_OAUTH_CLIENT_ID: hub.clientId,
+      HUB_OAUTH_CLIENT_SECRET: hub.serviceApiToken,
+      SESSION_SECRET: randomBytes(32).toString("base64url"),
+      HUB_ORIGINS: hub.url,
+    },
+  });
+  await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: join(SAMPLE, "dist", "autograder.zip") });
+  const notebook = await readFile(join(SAMPLE, "submissions", "full.ipynb"), "utf8");
+  return { work, hub, credentials, gateway, notebook };
+}
+type HubStack = Awaited<ReturnType<typeof startHubStack>>;
+
+async function stopHubStack(stack: HubStack | undefined) {
+  await stack?.gateway.stop();
+  await stack?.hub.stop();
+  if (stack) await rm(stack.work, { recursive: true, force: true });
+}
+
 /** Students proven by a real JupyterHub (hub API tokens and hub OAuth), never by what a request says of itself. */
 describe("identity from a real JupyterHub", () => {
-  let work: string;
+  let stack: HubStack | undefined;
   let hub: JupyterHub;
   let credentials: Credentials;
   let gateway: Gateway;
   let notebook: string;
 
   beforeAll(async () => {
-    work = await mkdtemp(join(tmpdir(), "otter-edge-identity-"));
-    const port = await freePort();
-    hub = await JupyterHub.start({ gatewayUrl: `http://127.0.0.1:${port}` });
-    for (const user of ["alice", "bob", "dave", "erin"]) await hub.createUser(user);
-    // No DEV_USER_TOKENS: only the hub can vouch for a student here.
-    credentials = newCredentials([]);
-    gateway = await startGateway({
-      stateDir: join(work, "state"),
-      credentials,
-      port,
-      vars: {
-        HUB_API_URL: hub.apiUrl,
-        HUB_OAUTH_CLIENT_ID: hub.clientId,
-        HUB_OAUTH_CLIENT_SECRET: hub.serviceApiToken,
-        SESSION_SECRET: randomBytes(32).toString("base64url"),
-        HUB_ORIGINS: hub.url,
-      },
-    });
-    await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: join(SAMPLE, "dist", "autograder.zip") });
-    notebook = await readFile(join(SAMPLE, "submissions", "full.ipynb"), "utf8");
+    stack = await startHubStack("identity", ["alice", "bob", "dave", "erin"]);
+    ({ hub, credentials, gateway, notebook } = stack);
   });
 
-  afterAll(async () => {
-    await gateway?.stop();
-    await hub?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
-  });
+  afterAll(() => stopHubStack(stack));
 
   const submit = (headers: Record<string, string>, body = `{"nb": ${notebook}}`, url = `${gateway.url}/api/v1/submissions`) =>
     fetch(url, { method: "POST", headers: { "content-type": "application/json", ...headers }, body, redirect: "manual" });
@@ -163,32 +172,17 @@ describe("identity from a real JupyterHub", () => {
  * Submit answer's page link signs in without ever seeing the gateway's own origin.
  */
 describe("students who reach the gateway only through the hub's proxy", () => {
-  let work: string;
+  let stack: HubStack | undefined;
   let hub: JupyterHub;
   let gateway: Gateway;
   let notebook: string;
 
   beforeAll(async () => {
-    work = await mkdtemp(join(tmpdir(), "otter-edge-identity-proxy-"));
-    const port = await freePort();
-    hub = await JupyterHub.start({ gatewayUrl: `http://127.0.0.1:${port}`, loginViaProxy: true });
-    await hub.createUser("frank");
-    const credentials = newCredentials([]);
-    gateway = await startGateway({
-      stateDir: join(work, "state"),
-      credentials,
-      port,
-      vars: { HUB_API_URL: hub.apiUrl, HUB_OAUTH_CLIENT_ID: hub.clientId, HUB_OAUTH_CLIENT_SECRET: hub.serviceApiToken, SESSION_SECRET: randomBytes(32).toString("base64url"), HUB_ORIGINS: hub.url },
-    });
-    await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: join(SAMPLE, "dist", "autograder.zip") });
-    notebook = await readFile(join(SAMPLE, "submissions", "full.ipynb"), "utf8");
+    stack = await startHubStack("identity-proxy", ["frank"], { loginViaProxy: true });
+    ({ hub, gateway, notebook } = stack);
   });
 
-  afterAll(async () => {
-    await gateway?.stop();
-    await hub?.stop();
-    if (work) await rm(work, { recursive: true, force: true });
-  });
+  afterAll(() => stopHubStack(stack));
 
   it("signs in under the service's prefix and opens the submission page the Submit answer links to", async () => {
     const prefix = `${hub.url}/services/otter_grade`;
