@@ -102,13 +102,14 @@ export class Dispatcher extends DurableObject<Env> {
 
   /** Queue depth and runners, for staff and tests. */
   async stats() {
+    const held = this.queue.heldBySession();
     return {
       ...this.queue.counts(),
       runners: this.sessions().map(({ session }) => ({
         runner: session.runner,
         instance: session.instance ?? null,
         capacity: session.capacity,
-        holding: this.queue.heldBy(session.sessionId),
+        holding: held.get(session.sessionId) ?? 0,
         otterVersions: session.otterVersions,
         lastSeenAt: session.lastSeen ? new Date(session.lastSeen).toISOString() : null,
       })),

@@ -145,14 +145,10 @@ export class JobQueue {
     return this.sql.exec<JobRow>("SELECT * FROM jobs WHERE lease_token IS NOT NULL AND lease_session = ?", sessionId).toArray();
   }
 
-  /** Leases held per session, in one query (dispatch asks for every connected runner at once). */
+  /** Leases held per session, in one query for every connected runner. */
   heldBySession(): Map<string, number> {
     const rows = this.sql.exec<{ s: string; n: number }>("SELECT lease_session AS s, COUNT(*) AS n FROM jobs WHERE lease_token IS NOT NULL GROUP BY lease_session").toArray();
     return new Map(rows.map((r) => [r.s, r.n]));
-  }
-
-  heldBy(sessionId: string): number {
-    return this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM jobs WHERE lease_token IS NOT NULL AND lease_session = ?", sessionId).one().n;
   }
 
   expired(now: number): JobRow[] {
