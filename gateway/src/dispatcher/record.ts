@@ -35,6 +35,21 @@ export async function recordFailed(db: D1Database, id: string, reason: string): 
 }
 
 /**
+ * A grade's per-test rows for a submission, written only when `guard` holds: SQL that sees the
+ * submission id as ?1 and `guardParams` as ?3, ?4, … (the guard ties the rows to one attempt's token).
+ */
+export function insertTestResults(db: D1Database, submissionId: string, tests: Grade["tests"], guard: string, ...guardParams: unknown[]): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT OR REPLACE INTO test_results (submission_id, name, score, max_score, visibility, output)
+       SELECT ?1, t.value ->> '$.name', t.value ->> '$.score', t.value ->> '$.maxScore', t.value ->> '$.visibility', t.value ->> '$.output'
+       FROM json_each(?2) AS t
+       WHERE ${guard}`,
+    )
+    .bind(submissionId, JSON.stringify(tests), ...guardParams);
+}
+
+/**
  * Records the grade of one attempt and its passback outbox row, in one D1 transaction. Returns false
  * when the submission was already final (graded by another attempt, or failed): then nothing is written.
  */
@@ -49,14 +64,7 @@ export async function recordGrade(db: D1Database, id: string, token: string, run
       )
       .bind(id, token, runner, grade.verdict, grade.score, grade.points, grade.maxPoints, grade.message, at),
     // Test rows and the event are written only when the update above took this attempt's token.
-    db
-      .prepare(
-        `INSERT OR REPLACE INTO test_results (submission_id, name, score, max_score, visibility, output)
-         SELECT ?1, t.value ->> '$.name', t.value ->> '$.score', t.value ->> '$.maxScore', t.value ->> '$.visibility', t.value ->> '$.output'
-         FROM json_each(?2) AS t
-         WHERE (SELECT graded_token FROM submissions WHERE id = ?1) = ?3`,
-      )
-      .bind(id, JSON.stringify(grade.tests), token),
+    insertTestResults(db, id, grade.tests, "(SELECT graded_token FROM submissions WHERE id = ?1) = ?3", token),
     db
       .prepare(
         `INSERT INTO submission_events (submission_id, at, state, detail)

@@ -1,5 +1,6 @@
 import type { Grade } from "@otter-edge/shared";
 import { nowIso } from "../db/client.js";
+import { insertTestResults } from "../dispatcher/record.js";
 import type { RegradeOutcome } from "../db/schema.js";
 
 /**
@@ -96,13 +97,7 @@ export async function recordRegradeGrade(db: D1Database, regradeId: number, subm
         )
         .bind(regradeId, submissionId, token, runner, grade.verdict, grade.score, grade.points, grade.maxPoints, grade.message, regrade.autograder_sha256, at),
       db.prepare(`DELETE FROM test_results WHERE submission_id = ?2 AND ${mine}`).bind(regradeId, submissionId, token),
-      db
-        .prepare(
-          `INSERT INTO test_results (submission_id, name, score, max_score, visibility, output)
-           SELECT ?2, t.value ->> '$.name', t.value ->> '$.score', t.value ->> '$.maxScore', t.value ->> '$.visibility', t.value ->> '$.output'
-           FROM json_each(?4) AS t WHERE ${mine}`,
-        )
-        .bind(regradeId, submissionId, token, JSON.stringify(grade.tests)),
+      insertTestResults(db, submissionId, grade.tests, "(SELECT graded_token FROM regrade_items WHERE regrade_id = ?3 AND submission_id = ?1) = ?4", regradeId, token),
     );
   }
   if (outcome !== "would_change" && outcome !== "would_stay") {
