@@ -8,22 +8,24 @@
  * to .otter-edge/hostile-report.json.
  *
  * The tamper cases answer nothing, so any score above 0 is a forgery. The grading image runs the
- * notebook's kernel as a second uid (10002) apart from otter (10001), and keeps everything the
- * kernel could hand back to the grader out of pickle (grading-image/otter-edge/grade.py):
+ * notebook's kernel as a second uid (10002) apart from otter (10001), keeps everything the kernel
+ * could hand back to the grader out of pickle, and runs the tests in the grader's process, reading
+ * the notebook's values through a bridge (grading-image/otter-edge/grade.py, otter_edge_bridge.py):
  *   - tamper-tests:   rewrites ./tests/q*.py (otter's copy in its grading directory) to `>>> True`:
- *                     the files belong to the grader, the write fails.
+ *                     the directory belongs to the grader (0700), the write fails.
+ *   - tamper-checker: replaces otter.test_files.ok_test.run_doctest in the kernel (plain otter 7 runs
+ *                     the tests there and scores it 5/5): the tests no longer run in the kernel.
+ *   - tamper-values:  answers that equal anything and a numpy.isclose that says yes (plain otter:
+ *                     3/5): plain values cross as data; the student's objects cannot be compared.
+ *   - read-tests:     looks for the tests (hidden cases too) wherever the kernel can read them,
+ *                     answering right only if it finds any: the grader's copies and the job's
+ *                     autograder.zip are the grader uid's alone.
  *   - tamper-late:    a setsid daemon overwrites /job/out/results.json after otter wrote it and
  *                     before the container exits: /job/out belongs to the grader, and every student
  *                     process is killed before results.json is written.
  *   - grader-exec:    pickles sent to otter's log server and written as its results file run code
  *                     in the grader process (plain `otter run` 7.0.0 scores it 5/5): no pickle of the
  *                     kernel's is loaded any more.
- * One case still forges a full score and stays `it.fails` (it asserts the secure outcome, so vitest
- * reports the day it is fixed):
- *   - tamper-checker: replaces otter.test_files.ok_test.run_doctest in the kernel. otter 7 runs the
- *                     tests in the student's own Python process, against the student's live objects;
- *                     whatever runs there after the student's code can be rewritten by it, and no
- *                     process the student cannot touch has those objects to test.
  *
  * OTTER_EDGE_HOSTILE_DISK=1 adds disk-fill (2 GB written to /job, the job's volume on the host disk).
  */
@@ -55,6 +57,8 @@ const CASES = [
   "tamper-results",
   "tamper-tests",
   "tamper-checker",
+  "tamper-values",
+  "read-tests",
   "tamper-late",
   "grader-exec",
   "print-flood",
@@ -227,16 +231,29 @@ describe("hostile notebooks through the real runner and Docker", () => {
     expect(final.max_points).toBe(5);
   }, T);
 
-  // KNOWN GAP, open by otter-grader's design: otter 7 runs the tests inside the student's own kernel
-  // process (the export cell otter appends to the notebook), against the student's live objects. Code
-  // that ran earlier in that process can replace the checker, doctest, or the objects' own methods;
-  // separate uids protect the grader's files and process, not the interpreter the tests run in. The
-  // grader takes the tests and their points from its own files, so the kernel can only claim that the
-  // autograder's own cases passed. Closing it needs tests run in a process the student's code never
-  // ran in, which otter 7 has no way to do. Scores 1.0 today.
-  it.fails("tamper-checker: patching otter's doctest runner in the kernel does not raise the score", async () => {
+  // Closed by running the tests in the grader: the kernel's otter is never asked.
+  it("tamper-checker: patching otter's doctest runner in the kernel does not raise the score", async () => {
     const final = await outcome("tamper-checker");
+    expect(final.verdict).toBe("graded");
     expect(final.score).toBe(0);
+    expect(final.points).toBe(0);
+    expect(final.max_points).toBe(5);
+  }, T);
+
+  it("tamper-values: answers that equal anything and a patched numpy in the kernel score 0", async () => {
+    const final = await outcome("tamper-values");
+    expect(final.verdict).toBe("graded");
+    expect(final.score).toBe(0);
+    expect(final.max_points).toBe(5);
+    // The feedback says why, for the public cases the student may see.
+    expect(JSON.stringify(final.tests)).toMatch(/cannot be compared/);
+  }, T);
+
+  it("read-tests: the autograder's tests are not readable from the notebook, score 0", async () => {
+    const final = await outcome("read-tests");
+    expect(final.verdict).toBe("graded");
+    expect(final.score).toBe(0);
+    expect(final.max_points).toBe(5);
   }, T);
 
   // Closed by the uid split: /job/out belongs to the grader, and the student's processes are killed

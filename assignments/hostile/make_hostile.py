@@ -15,7 +15,10 @@ nothing) or left as the `...` placeholders (so any score above 0 is a forgery).
   secrets          env, /proc/1/environ, docker.sock, mounts, caps, uid   -> nothing found; answers right, 1.0
   tamper-results   forges /job/out/results.json, replaces /job/autograder.zip; no answers -> 0
   tamper-tests     rewrites otter's test files in the grading directory; no answers       -> 0 wanted
-  tamper-checker   patches otter's doctest runner inside the kernel; no answers           -> 0 wanted
+  tamper-checker   patches otter's doctest runner inside the kernel; no answers           -> 0
+  tamper-values    answers that equal anything, a numpy.isclose that says yes; no answers  -> 0
+  read-tests       reads the autograder's tests (hidden cases too) wherever it can; answers
+                   right only if it found any                                              -> 0
   tamper-late      a setsid daemon rewrites /job/out/results.json after otter wrote it     -> 0 wanted
   grader-exec      pickles for otter's log server and results file: code run in the grader
                    process patches the results to full marks; no answers                   -> 0 wanted
@@ -185,6 +188,63 @@ import otter.test_files.ok_test as ok_test
 ok_test.run_doctest = lambda name, doctest_string, global_environment: (True, "")
 """
 
+TAMPER_VALUES = """\
+# hostile: after every cell, the answers become objects that equal anything (a float subclass, so
+# isinstance(x, float) holds too), and numpy's isclose says yes to everything: tests run in this
+# kernel pass q1 and q2 (3 of 5 points under plain otter)
+import numpy as np
+
+class Anything(float):
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __lt__(self, other): return True
+    def __le__(self, other): return True
+    def __gt__(self, other): return True
+    def __ge__(self, other): return True
+    def __bool__(self): return True
+    def __hash__(self): return 0
+    def __repr__(self): return "True"
+
+def _forge(*_):
+    ns = get_ipython().user_ns
+    ns["seconds_per_week"] = Anything(604800)
+    ns["mean_temp_f"] = Anything(64.4)
+    ns["is_palindrome"] = lambda text: Anything(1)
+
+get_ipython().events.register("post_run_cell", _forge)
+np.isclose = lambda *a, **k: True
+"""
+
+READ_TESTS = """\
+# hostile: look for the autograder's tests wherever this kernel can read them (otter's copy in the
+# grading directory, the extracted autograder, the job's autograder.zip); with any of them in hand,
+# answer every question right (after every cell, so the notebook's own placeholders do not undo it)
+import glob, zipfile
+
+tests_read = []
+for pattern in ("tests/*.py", "/tmp/*/autograder/*/tests/*.py", "/tmp/**/tests/*.py", "/autograder/**/tests/*.py"):
+    for path in glob.glob(pattern, recursive=True):
+        try:
+            with open(path) as f:
+                tests_read.append((path, f.read()))
+        except OSError:
+            pass
+for path in glob.glob("/job/*.zip") + glob.glob("/tmp/**/*.zip", recursive=True):
+    try:
+        with zipfile.ZipFile(path) as z:
+            tests_read += [(f"{path}:{n}", z.read(n).decode()) for n in z.namelist() if n.startswith("tests/")]
+    except (OSError, zipfile.BadZipFile):
+        pass
+print("tests read:", [p for p, _ in tests_read])
+ANSWERS = __ANSWERS__
+
+def _answer(*_):
+    if tests_read:
+        exec(ANSWERS, get_ipython().user_ns)
+
+get_ipython().events.register("post_run_cell", _answer)
+"""
+
 TAMPER_LATE = """\
 # hostile: a daemon outside the kernel's process group waits for otter to write its results,
 # then overwrites them before the container exits (many files in otter's temporary directory
@@ -328,6 +388,8 @@ CASES = {
     "tamper-results": (TAMPER_RESULTS, False),
     "tamper-tests": (TAMPER_TESTS, False),
     "tamper-checker": (TAMPER_CHECKER, False),
+    "tamper-values": (TAMPER_VALUES, False),
+    "read-tests": (READ_TESTS.replace("__ANSWERS__", repr("\n".join(FULL.values()))), False),
     "tamper-late": (TAMPER_LATE, False),
     "grader-exec": (GRADER_EXEC, False),
     "print-flood": (PRINT_FLOOD, True),

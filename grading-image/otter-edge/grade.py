@@ -19,11 +19,17 @@ How `otter run` 7.0.0 grades, and what this changes:
   * otter's export cell pickles its results into a temp file that the grader then
     pickle.load()s, and otter's execution log server (otter.execute.logging) pickle.loads
     whatever any local process sends to it: both are code execution in the grader for anyone
-    who can write that file or connect to localhost. Here the export cell writes JSON instead,
-    the log server is not started, and nothing the kernel produced is ever unpickled.
-  * The kernel's JSON only says which test cases passed (and their messages). Test files,
-    their cases and their points come from the grader's own copy of the autograder's tests, so
-    a kernel can neither invent tests nor change what they are worth.
+    who can write that file or connect to localhost. Here neither exists: the export cell is
+    dropped, the log server is not started, and nothing the kernel produced is ever unpickled.
+  * The tests do not run in the kernel (where the notebook could rewrite the checker, doctest
+    or numpy before they run): this process executes the notebook cell by cell, and at each
+    cell that is only `grader.check("q")` (otter checks there too), and at the end for every
+    test not checked yet, runs otter's own test files itself, against a namespace whose names
+    are read from the kernel through otter_edge_bridge: plain values as data, modules and
+    library functions from this process's own imports, the student's functions and objects as
+    handles whose calls are answered by the kernel. In-kernel checks are no-ops, and otter's
+    copy of the tests in the kernel's directory is made unreadable to the student (hidden tests
+    included). The test files, their cases and their points are the grader's own.
   * Before results.json is written, every process of the student uid is killed.
 
 Warm start (--wait-for MARKER): the runner may start the container before it has a job, so that
@@ -35,20 +41,29 @@ are complete. Then it grades exactly that one job, as without --wait-for, and ex
 never sees a second job. If no job comes within --wait-max-seconds it exits EX_NO_JOB (the
 runner retires idle containers long before that; this bounds one left by a runner that died).
 
-What this cannot stop: the tests run inside the student's process (that is otter's design), so
-a notebook that patches otter's checker in its own kernel can still claim that every case
-passed. See test/hostile.test.ts (tamper-checker).
+What the bridge cannot tell apart: a value the kernel reports is the student's claim about their
+own notebook, as an answer typed into a cell would be. A test that hands an expected value to the
+student's own code (e.g. calls a function the notebook defined with the right answer as an
+argument) lets that code see it; tests that compare in the test itself do not.
 """
 
 import argparse
+import ast
 import json
 import os
+import queue
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import zipfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # python -I leaves the script's directory off sys.path; it is root's, read-only
+
+from otter_edge_bridge import Bridge, StudentNamespace  # noqa: E402
 
 GRADER_UID = 10001
 STUDENT_UID = 10002
@@ -57,8 +72,8 @@ STUDENT_UID = 10002
 SWITCH_CAPS = (1 << 6) | (1 << 7) | (1 << 8)
 KERNELS = "/opt/otter-edge/jupyter"
 GRADER_HOME = "/home/grader"
-HANDOFF_MAX_BYTES = 8 * 1024 * 1024
-MESSAGE_MAX_CHARS = 20_000
+# How long the grader waits at a time for the kernel's answer before it checks the kernel is alive.
+ASK_POLL_SECONDS = 1.0
 # Exit code for "this container cannot keep the student apart": the runner treats it as an
 # infrastructure failure (never a student's zero). The student cannot cause it: it is checked
 # before any student code runs.
@@ -70,23 +85,23 @@ EX_NO_JOB = 71
 # this much delay between the hand-over and the start of grading.
 WAIT_POLL_SECONDS = 0.005
 
-# The export cell (otter.execute.preprocessor.EXPORT_CELL_SOURCE has the same placeholders):
-# runs the tests the notebook did not already check, then writes plain JSON, not a pickle.
-EXPORT_CELL_JSON = """\
-from otter.execute import Checker
-for {tests_loop_var} in {tests_glob_json}:
-    Checker.check_if_not_already_checked({tests_loop_var})
+# otter's init cell (otter.execute.preprocessor.INIT_CELL_SOURCE has the same placeholders), without
+# otter's log client: grading mode as in otter, in-kernel checks turned into no-ops (the grader runs
+# the tests, see run_notebook), and the bridge that answers the grader's questions installed.
+INIT_CELL_BRIDGE = """\
+from otter import Notebook as {notebook_name}
+{notebook_name}.init_grading_mode("{test_dir}")
+{notebook_name}.check = lambda self, question, global_env=None: None
+import sys as _otter_edge_sys
+_otter_edge_sys.path.append(%r)
+import otter_edge_bridge as _otter_edge_bridge
+_otter_edge_bridge.install(get_ipython())
+del _otter_edge_sys, _otter_edge_bridge
+""" % HERE
 
-import json as _otter_edge_json
-with open("{results_path}", "w", encoding="utf-8") as _otter_edge_f:
-    _otter_edge_json.dump(
-        [{{"name": _tf.name,
-          "cases": [{{"name": _r.test_case.name, "passed": _r.passed is True,
-                     "message": None if _r.message is None else str(_r.message)}}
-                    for _r in _tf.test_case_results]}}
-         for _tf in Checker.get_results()],
-        _otter_edge_f)
-"""
+# A cell that is nothing but `grader.check("q1")` (what otter assign writes after each question):
+# otter checks that question at this point of the notebook, and so does the grader.
+CHECK_LINE = re.compile(r"""^\s*[A-Za-z_][A-Za-z_0-9]*\.check\(\s*(?P<q>['"])(?P<name>[A-Za-z0-9_.\- ]+)(?P=q)\s*\)\s*;?\s*$""")
 
 
 def fail_sandbox(message):
@@ -158,53 +173,139 @@ def patch_kernel_provisioner():
     LocalProvisioner.send_signal = send_signal
 
 
-def read_handoff(path):
-    with open(path, "rb") as f:
-        data = f.read(HANDOFF_MAX_BYTES + 1)
-    if len(data) > HANDOFF_MAX_BYTES:
-        raise ValueError(f"the notebook's test results exceed {HANDOFF_MAX_BYTES} bytes")
-    if not data:
-        raise ValueError("the notebook wrote no test results (did the last cell run?)")
-    reported = json.loads(data.decode("utf-8"))
-    if not isinstance(reported, list):
-        raise ValueError("the notebook's test results are not a list")
-    by_name = {}
-    for entry in reported:
-        if not (isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("cases"), list)):
-            raise ValueError("malformed test result entry")
-        cases = {}
-        for case in entry["cases"]:
-            if not (isinstance(case, dict) and isinstance(case.get("name"), str)):
-                raise ValueError("malformed test case entry")
-            message = case.get("message")
-            cases[case["name"]] = (case.get("passed") is True, message[:MESSAGE_MAX_CHARS] if isinstance(message, str) else None)
-        by_name[entry["name"]] = cases  # a test checked twice: the last check counts, as in otter
-    return by_name
-
-
-def results_from_report(test_paths, reported):
-    """otter's GradingResults built from the grader's own test files; the kernel only contributes
-    which of their cases passed."""
-    from otter.nbmeta_config import NBMetadataConfig
-    from otter.test_files import GradingResults, TestCaseResult, create_test_file
-
-    test_files = []
-    for path in test_paths:
-        tf = create_test_file(path, NBMetadataConfig())
-        cases = reported.get(tf.name, {})
-        tf.test_case_results = []
-        for tc in tf.test_cases:
-            passed, message = cases.get(tc.name, (False, "❌ Test case was not run"))
-            tf.test_case_results.append(TestCaseResult(test_case=tc, message=message, passed=passed))
-        test_files.append(tf)
-    return GradingResults(test_files)
-
-
-def make_grade_notebook(work_dir):
-    """A replacement for otter.execute.grade_notebook (same arguments, as PythonRunner.run passes
-    them) that keeps the kernel's output out of pickle and the scoring in the grader."""
+def check_cells(nb):
+    """{id(cell): [question, ...]} for the cells that are only checks. Decided by the grader from the
+    cells' source before anything runs (never from metadata the notebook could carry); cells that
+    otter's GradingPreprocessor would add for `tests` in a cell's otter metadata are added here,
+    already marked, so that it adds none."""
     import nbformat
-    from nbconvert.preprocessors import ExecutePreprocessor
+
+    from otter.utils import NOTEBOOK_METADATA_KEY
+
+    checks, cells = {}, []
+    for cell in nb.cells:
+        cells.append(cell)
+        if cell.cell_type != "code":
+            continue
+        lines = [line for line in cell.source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        matches = [CHECK_LINE.match(line) for line in lines]
+        if lines and all(matches):
+            checks[id(cell)] = [m.group("name") for m in matches]
+        config = cell.get("metadata", {}).get(NOTEBOOK_METADATA_KEY, {})
+        if isinstance(config, dict) and config.get("tests"):
+            questions = [str(t) for t in config.pop("tests")]
+            added = nbformat.v4.new_code_cell("# otter-edge: checks " + ", ".join(questions))
+            checks[id(added)] = questions
+            cells.append(added)
+    nb.cells = cells
+    return checks
+
+
+def make_ask(km):
+    """`ask(request_json) -> answer_json`: one question to the kernel's bridge, as a Jupyter user
+    expression on a client of its own (nbclient's client keeps executing cells). The answer is the
+    repr of a str, read back with ast.literal_eval: data, never code."""
+    from jupyter_client import BlockingKernelClient
+    from jupyter_core.utils import run_sync
+
+    client = BlockingKernelClient()
+    client.load_connection_info(km.get_connection_info())
+    client.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+    is_alive = run_sync(km.is_alive)
+
+    def ask(request_json):
+        from nbclient.exceptions import DeadKernelError
+
+        msg_id = client.execute("", silent=True, store_history=False,
+                                user_expressions={"a": f"__otter_edge__.handle({request_json!r})"})
+        while True:
+            try:
+                reply = client.get_shell_msg(timeout=ASK_POLL_SECONDS)
+            except queue.Empty:
+                if not is_alive():
+                    raise DeadKernelError("Kernel died while the grader was checking the notebook") from None
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                break
+        answer = reply.get("content", {}).get("user_expressions", {}).get("a", {})
+        if answer.get("status") != "ok":
+            return json.dumps({"error": {"type": str(answer.get("ename", "Error")), "message": str(answer.get("evalue", ""))}})
+        text = answer.get("data", {}).get("text/plain")
+        try:
+            value = ast.literal_eval(text) if isinstance(text, str) else None
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            value = None
+        return value if isinstance(value, str) else None
+
+    return ask, client
+
+
+def failed_to_run(path, error):
+    """A test file whose checks could not run at all (e.g. it raised outside its cases): every case fails."""
+    from otter.nbmeta_config import NBMetadataConfig
+    from otter.test_files import TestCaseResult, create_test_file
+
+    tf = create_test_file(path, NBMetadataConfig())
+    message = f"❌ Test could not run: {type(error).__name__}: {error}"[:4000]
+    tf.test_case_results = [TestCaseResult(test_case=tc, message=message, passed=False) for tc in tf.test_cases]
+    return tf
+
+
+def run_notebook(nb, test_paths, checks, ignore_errors):
+    """Executes the notebook in the student's kernel, cell by cell, and runs the tests in THIS
+    process (otter runs them in the kernel): at each check cell, the question's tests against the
+    notebook's globals at that point, as otter does; afterwards, each test not checked yet. The
+    tests read the notebook through otter_edge_bridge, so nothing the notebook does to its own
+    interpreter (patching otter, doctest, numpy, ...) reaches the checker. Returns the executed
+    notebook and otter TestFiles."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+    from otter.nbmeta_config import NBMetadataConfig
+    from otter.test_files import create_test_file
+
+    by_question = {os.path.splitext(os.path.basename(p))[0]: p for p in test_paths}
+    results = {}  # path -> TestFile; a question checked twice: the last check counts, as in otter
+
+    client = NotebookClient(nb, kernel_name="python3", allow_errors=ignore_errors, timeout=None)
+    client.reset_execution_trackers()
+    with client.setup_kernel():
+        ask, ask_client = make_ask(client.km)
+        bridge = Bridge(ask)
+
+        def check(path, at_end):
+            bridge.forget()
+            tf = create_test_file(path, NBMetadataConfig())
+            try:
+                tf.run(StudentNamespace(bridge))
+            except DeadKernelError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                if not at_end:
+                    return  # as a check otter could not run: tried again at the end
+                tf = failed_to_run(path, e)
+            results[path] = tf
+
+        try:
+            for index, cell in enumerate(nb.cells):
+                questions = checks.get(id(cell))
+                if questions is None:
+                    client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+                    continue
+                for question in questions:
+                    if question in by_question:
+                        check(by_question[question], at_end=False)
+            for path in test_paths:
+                if path not in results:
+                    check(path, at_end=True)
+        finally:
+            ask_client.stop_channels()
+    return nb, [results[p] for p in test_paths if p in results]
+
+
+def make_grade_notebook():
+    """A replacement for otter.execute.grade_notebook (same arguments, as PythonRunner.run passes
+    them): the notebook runs in the student's kernel, the tests and the scoring in the grader."""
+    import nbformat
     from traitlets.config import Config
 
     import otter.execute.preprocessor as otter_preprocessor
@@ -212,13 +313,16 @@ def make_grade_notebook(work_dir):
     from otter.test_files import GradingResults
     from otter.utils import NBFORMAT_VERSION
 
-    otter_preprocessor.EXPORT_CELL_SOURCE = EXPORT_CELL_JSON
+    otter_preprocessor.INIT_CELL_SOURCE = INIT_CELL_BRIDGE
 
     def grade_notebook(submission_path, *, tests_glob=None, ignore_errors=True, script=False, cwd=None,
                        test_dir=None, seed=None, seed_variable=None, log=None, variables=None,
                        plugin_collection=None, force_python3_kernel=True):
-        # Absolute paths: the kernel resolves test paths itself, and may change its directory.
+        # Absolute paths: the tests are read by this process whatever the kernel's directory.
         test_paths = [os.path.abspath(p) for p in (tests_glob or [])]
+        if test_dir:
+            # otter copied the tests (hidden ones too) into the kernel's directory; only the grader reads them now.
+            os.chmod(test_dir, 0o700)
         if script:
             with open(submission_path) as f:
                 nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f.read())])
@@ -226,44 +330,28 @@ def make_grade_notebook(work_dir):
             nb = nbformat.read(submission_path, as_version=NBFORMAT_VERSION)
         if plugin_collection is not None:
             nb = plugin_collection.before_execution(nb)
-
-        # The kernel writes its report into this file (it may write, not read or replace it: the
-        # directory is the grader's). Its content is the kernel's claim, parsed as data only.
-        fd, handoff = tempfile.mkstemp(prefix="results-", suffix=".json", dir=work_dir)
-        os.fchmod(fd, 0o622)
-        os.close(fd)
+        checks = check_cells(nb)
 
         c = Config()
         c.GradingPreprocessor.cwd = cwd
         c.GradingPreprocessor.test_dir = os.path.abspath(test_dir) if test_dir else test_dir
         c.GradingPreprocessor.tests_glob = test_paths
-        c.GradingPreprocessor.results_path = handoff
+        c.GradingPreprocessor.results_path = os.devnull  # otter's export cell is dropped below
         c.GradingPreprocessor.seed = seed
         c.GradingPreprocessor.seed_variable = seed_variable
         c.GradingPreprocessor.otter_log = log
         c.GradingPreprocessor.variables = variables
-        # otter's log server is not started (it unpickles what any local process sends); the
-        # kernel's log handler then finds nothing listening on this port and drops its records.
-        c.GradingPreprocessor.logging_server_host = "localhost"
-        c.GradingPreprocessor.logging_server_port = 9
         c.GradingPreprocessor.force_python3_kernel = True
-        c.ExecutePreprocessor.allow_errors = ignore_errors
-        # Always the student kernelspec, whatever kernel the notebook's metadata names.
-        c.ExecutePreprocessor.kernel_name = "python3"
-
         gp = GradingPreprocessor(config=c)
-        ep = ExecutePreprocessor(config=c)
         try:
             nb, _ = gp.preprocess(nb)
-            executed_nb, _ = ep.preprocess(nb)
+            nb.cells.pop()  # otter's export cell: it would run the tests in the kernel and pickle them
+            executed_nb, test_files = run_notebook(nb, test_paths, checks, ignore_errors)
         finally:
             gp.cleanup()
             kill_student_processes()
 
-        try:
-            results = results_from_report(test_paths, read_handoff(handoff))
-        except Exception as e:  # otter's own answer to unreadable results: a catastrophic error, score 0
-            results = GradingResults.without_results(e)
+        results = GradingResults(test_files)
         results.notebook = executed_nb
         if plugin_collection is not None:
             plugin_collection.run("after_grading", results)
@@ -323,6 +411,8 @@ def main():
             import otter.test_files  # noqa: F401
             import otter.nbmeta_config  # noqa: F401
             import traitlets.config  # noqa: F401
+            import nbclient  # noqa: F401
+            import jupyter_client  # noqa: F401
             wait_for_job(args.wait_for, args.wait_max_seconds)
         except BaseException as e:  # noqa: BLE001
             if isinstance(e, SystemExit) and e.code == EX_NO_JOB:
@@ -348,7 +438,7 @@ def main():
         z.extractall(os.path.join(ag_dir, "source"))
     shutil.copy(args.submission, os.path.join(ag_dir, "submission"))
 
-    python_runner.grade_notebook = make_grade_notebook(work_dir)
+    python_runner.grade_notebook = make_grade_notebook()
     run_autograder_main(ag_dir, logo=False, debug=False, otter_run=True)
 
     kill_student_processes()  # nothing of the student's outlives grading

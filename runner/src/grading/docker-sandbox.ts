@@ -394,7 +394,8 @@ export class DockerSandbox implements Sandbox {
     try {
       const files = [
         { name: "submission.ipynb", content: input.notebook },
-        { name: "autograder.zip", content: input.autograder },
+        // The grader's alone (uid 10001, 0600): it holds the hidden tests, which the student's kernel must not read.
+        { name: "autograder.zip", content: input.autograder, mode: 0o600 },
         { name: "out", directory: true },
         // Last, so that a waiting grade.py sees it only once the files before it are complete.
         ...(warm ? [{ name: HANDOVER_MARKER, content: Buffer.alloc(0) }] : []),

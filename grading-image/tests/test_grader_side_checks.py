@@ -1,0 +1,170 @@
+"""grade.py's grader-side checks with a real Jupyter kernel and otter-grader 7.0.0 (host venv, no
+container: the uid split is covered by test/hostile.test.ts). The notebook runs in the kernel, the
+tests run in this process through otter_edge_bridge."""
+
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import textwrap
+import zipfile
+
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "grading-image" / "otter-edge"))
+import grade  # noqa: E402
+from otter.test_files import GradingResults  # noqa: E402
+
+SAMPLE = ROOT / "assignments" / "sample"
+HOSTILE = ROOT / "assignments" / "hostile"
+
+
+def score(results: GradingResults) -> float:
+    return results.total / results.possible
+
+
+def grade_cells(tmp_path, cells, tests):
+    """Runs a notebook of `cells` (code strings) against OK-format `tests` {name: [(code, hidden)]}."""
+    test_dir = tmp_path / "tests"
+    test_dir.mkdir()
+    for name, cases in tests.items():
+        spec = {"name": name, "points": len(cases), "suites": [{"type": "doctest", "cases": [
+            {"code": textwrap.dedent(code), "hidden": hidden} for code, hidden in cases]}]}
+        (test_dir / f"{name}.py").write_text(f"OK_FORMAT = True\ntest = {spec!r}\n")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(c)) for c in cells])
+    return run(nb, sorted(str(p) for p in test_dir.glob("*.py")))
+
+
+def run(nb, test_paths, tmp_path=None):
+    """grade.py's grade_notebook as otter's PythonRunner calls it (one uid here: nothing to kill)."""
+    work = pathlib.Path(tempfile.mkdtemp())
+    path = work / "submission.ipynb"
+    nbformat.write(nb, path)
+    grade.kill_student_processes = lambda: None
+    # otter's runner works in the submission's directory, and the kernel starts there (otter's
+    # Notebook leaves its .OTTER_LOG in it).
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        return grade.make_grade_notebook()(str(path), tests_glob=test_paths, test_dir=str(pathlib.Path(test_paths[0]).parent),
+                                             cwd=str(work), ignore_errors=True)
+    finally:
+        os.chdir(here)
+
+
+@pytest.fixture(scope="module")
+def sample_tests(tmp_path_factory):
+    out = tmp_path_factory.mktemp("autograder")
+    with zipfile.ZipFile(SAMPLE / "dist" / "autograder.zip") as z:
+        z.extractall(out)
+    return sorted(str(p) for p in (out / "tests").glob("*.py"))
+
+
+@pytest.mark.parametrize("name, expected", [("full", 1.0), ("partial", 0.6), ("zero", 0.0)])
+def test_sample_scores_match_otter(sample_tests, name, expected):
+    nb = nbformat.read(SAMPLE / "submissions" / f"{name}.ipynb", as_version=4)
+    assert score(run(nb, sample_tests)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", ["tamper-checker", "tamper-values"])
+def test_rewriting_the_kernel_changes_nothing(sample_tests, name):
+    # tamper-checker patches otter's doctest runner; tamper-values makes the answers equal anything
+    # and numpy/builtins say yes. Both score full marks when the tests run in the kernel.
+    nb = nbformat.read(HOSTILE / f"{name}.ipynb", as_version=4)
+    assert score(run(nb, sample_tests)) == 0
+
+
+def test_objects_that_claim_anything_score_zero(tmp_path):
+    results = grade_cells(tmp_path, [
+        """
+        import numpy as np
+        class Anything:
+            def __eq__(self, other): return True
+            def __bool__(self): return True
+            def __repr__(self): return "True"
+            def __float__(self): return 3.0
+        answer = Anything()
+        np.isclose = lambda *a, **k: True   # the kernel's numpy, not the grader's
+        """,
+        'grader.check("q1")',
+    ], {"q1": [("""
+        >>> answer == 3
+        True
+        """, False), ("""
+        >>> bool(np.isclose(answer, 3))
+        True
+        """, True), ("""
+        >>> answer
+        3
+        """, True)]})
+    assert results.total == 0
+    messages = json.dumps([r.message for r in results.results["q1"].test_case_results])
+    assert "cannot be compared" in messages
+
+
+def test_checks_run_where_the_notebook_checks_and_the_rest_at_the_end(tmp_path):
+    results = grade_cells(tmp_path, [
+        "x = 1",
+        'grader.check("q1")',   # x == 1 here
+        "x = 2",                 # later cells reuse the name, as notebooks do
+        "y = x * 10",            # q2 is never checked in the notebook: run at the end
+    ], {"q1": [(">>> x\n1\n", False)], "q2": [(">>> y\n20\n", False)]})
+    assert results.total == 2
+
+
+def test_student_functions_run_in_the_kernel_with_plain_values_both_ways(tmp_path):
+    results = grade_cells(tmp_path, [
+        """
+        import numpy as np
+        import pandas as pd
+        from datascience import Table, make_array
+        def double(v):
+            if isinstance(v, str):
+                raise ValueError("numbers only")
+            return v * 2
+        class Counter:
+            def __init__(self, start): self.n = start
+            def bump(self): self.n += 1; return self.n
+        arr = np.arange(4)
+        df = pd.DataFrame({"city": ["a", "b"], "t": [1.5, 2.5]})
+        t = Table().with_columns("k", make_array(1, 2, 3))
+        scalar = np.float64(2.5)
+        """,
+    ], {"q1": [("""
+        >>> double(21)
+        42
+        >>> double(arr).tolist()
+        [0, 2, 4, 6]
+        >>> double("x")
+        Traceback (most recent call last):
+        ...
+        ValueError: numbers only
+        >>> c = Counter(5)
+        >>> c.bump(), c.n
+        (6, 6)
+        >>> type(df).__name__, df.shape, float(df["t"].sum()), list(df["city"])
+        ('DataFrame', (2, 2), 4.0, ['a', 'b'])
+        >>> t.num_rows, float(np.mean(t.column("k"))), type(scalar).__name__
+        (3, 2.0, 'float64')
+        """, False)]})
+    assert results.results["q1"].test_case_results[0].passed, results.results["q1"].test_case_results[0].message
+
+
+def test_the_kernel_cannot_read_the_tests_directory_in_grading_mode(tmp_path):
+    # grade_notebook makes otter's copy of the tests 0700 for the grader uid; here (one uid) check
+    # only that an in-kernel grader.check is a no-op rather than a test run.
+    results = grade_cells(tmp_path, [
+        "import otter\ngrader = otter.Notebook()\nx = 0",
+        "ran = grader.check('q1'); x = 1",   # not a check cell: the check is a no-op, the rest runs
+    ], {"q1": [(">>> x, ran\n(1, None)\n", False)]})
+    assert results.total == 1
+
+
+def test_read_tests_probe_answers_when_it_can_read_the_tests(sample_tests):
+    # Here (one uid, tests extracted under /tmp) the probe finds them and answers right: proof that
+    # its score of 0 in the real sandbox (test/hostile.test.ts) means it found nothing.
+    nb = nbformat.read(HOSTILE / "read-tests.ipynb", as_version=4)
+    assert score(run(nb, sample_tests)) == 1
