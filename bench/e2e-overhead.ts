@@ -16,6 +16,8 @@
  *      started ahead of time, each waiting with otter imported for one job). Set BENCH_IMAGE_CONTRACT
  *      to run both runners on a test build of the grading image (--image-contract).
  *   S  as A, polled once a second (its D1 figure shows what 20 ms polling costs the machine).
+ *   P  with BENCH_BASELINE_IMAGE=<image>: D on that image (e.g. a build of the grading image before a
+ *      change to its driver), so the two drivers are compared side by side in one run.
  *
  * All run interleaved in rotating order (AWBCDS, WBCDSA, …) so drift on a shared machine hits
  * all alike. Afterwards a few component timings (empty container, Python import of otter,
@@ -45,7 +47,8 @@ const HOST_PYTHON = join(ROOT, ".otter-edge", "venv", "bin", "python");
 const POLL_MS = 20;
 const GRADER_UID = 10001;
 
-type Kind = "A" | "W" | "B" | "C" | "D" | "S";
+type Kind = "A" | "W" | "B" | "C" | "D" | "S" | "P";
+const BASELINE_IMAGE = process.env.BENCH_BASELINE_IMAGE;
 const WARM_POOL = Number(process.env.BENCH_WARM_POOL ?? 2);
 const IMAGE_CONTRACT = process.env.BENCH_IMAGE_CONTRACT;
 const WARM_RUNNER = `bench-warm-runner-${process.pid}`;
@@ -144,11 +147,11 @@ async function pointsIn(dir: string): Promise<number> {
 }
 
 /** B (D with the sandbox flags): the grading image's default command, bind-mounted job directory, no network. Setup is not timed. */
-async function runB(extraFlags: string[] = [], command: string[] = []): Promise<{ ms: number; points: number }> {
+async function runB(extraFlags: string[] = [], command: string[] = [], image = IMAGE): Promise<{ ms: number; points: number }> {
   const dir = await jobDir(true);
   try {
     const t0 = performance.now();
-    await exec("docker", ["run", "--rm", "--network", "none", ...extraFlags, "-v", `${dir}:/job`, IMAGE, ...command], { maxBuffer: 16 * 1024 * 1024 });
+    await exec("docker", ["run", "--rm", "--network", "none", ...extraFlags, "-v", `${dir}:/job`, image, ...command], { maxBuffer: 16 * 1024 * 1024 });
     const ms = performance.now() - t0;
     return { ms, points: await pointsIn(dir) };
   } finally {
@@ -255,6 +258,7 @@ async function main() {
     await runB();
     await runC();
     await runB(SANDBOX_FLAGS, DRIVER);
+    if (BASELINE_IMAGE) await runB(SANDBOX_FLAGS, DRIVER, BASELINE_IMAGE);
 
     const a: ARun[] = [];
     const w: ARun[] = [];
@@ -263,8 +267,9 @@ async function main() {
     const b: number[] = [];
     const c: number[] = [];
     const d: number[] = [];
+    const p: number[] = [];
     const points = new Set<number>();
-    const kinds: Kind[] = ["A", "W", "B", "C", "D", "S"];
+    const kinds: Kind[] = ["A", "W", "B", "C", "D", "S", ...(BASELINE_IMAGE ? (["P"] as const) : [])];
     for (let round = 0; round < ROUNDS; round++) {
       const order = kinds.map((_, i) => kinds[(i + round) % kinds.length]!);
       for (const kind of order) {
@@ -275,6 +280,10 @@ async function main() {
           if (r.points !== null) points.add(r.points);
         } else if (kind === "S") {
           slow.push(await runA(gw, alice, 1000));
+        } else if (kind === "P") {
+          const r = await runB(SANDBOX_FLAGS, DRIVER, BASELINE_IMAGE);
+          p.push(r.ms);
+          points.add(r.points);
         } else {
           const r = kind === "B" ? await runB() : kind === "D" ? await runB(SANDBOX_FLAGS, DRIVER) : await runC();
           (kind === "B" ? b : kind === "D" ? d : c).push(r.ms);
@@ -282,7 +291,7 @@ async function main() {
         }
       }
       console.log(
-        `round ${round + 1}/${ROUNDS} (${order.join("")}, load ${loadavg()[0]!.toFixed(1)}): A ${fmt(a.at(-1)!.pollMs, 0)} ms, W ${fmt(w.at(-1)!.pollMs, 0)} ms, B ${fmt(b.at(-1)!, 0)} ms, C ${fmt(c.at(-1)!, 0)} ms, D ${fmt(d.at(-1)!, 0)} ms`,
+        `round ${round + 1}/${ROUNDS} (${order.join("")}, load ${loadavg()[0]!.toFixed(1)}): A ${fmt(a.at(-1)!.pollMs, 0)} ms, W ${fmt(w.at(-1)!.pollMs, 0)} ms, B ${fmt(b.at(-1)!, 0)} ms, C ${fmt(c.at(-1)!, 0)} ms, D ${fmt(d.at(-1)!, 0)} ms${p.length ? `, P ${fmt(p.at(-1)!, 0)} ms` : ""}`,
       );
     }
 
@@ -375,6 +384,7 @@ async function main() {
           line("B docker run (image default command)", b),
           line("C otter run on the host", c),
           line("D docker run, the runner's flags and driver", d),
+          ...(p.length ? [line(`P as D, on ${BASELINE_IMAGE}`, p)] : []),
         ],
       ),
     );
@@ -384,6 +394,7 @@ async function main() {
     console.log(`A/C at the median: ${fmt(mA / mC, 2)} (D1 figure: ${fmt(mAd1 / mC, 2)});  W/C: ${fmt(mW / mC, 2)} (D1 figure: ${fmt(mWd1 / mC, 2)}); target ≤ 1.10`);
     console.log(`A/D at the median: ${fmt(mA / mD, 2)};  W/D: ${fmt(mW / mD, 2)} (what otter-edge adds around the same container)`);
     console.log(`B/C at the median: ${fmt(mB / mC, 2)} (what the container alone costs); D/B: ${fmt(mD / mB, 2)} (what the sandbox flags and driver cost)`);
+    if (p.length) console.log(`D/P at the median: ${fmt(mD / median(p), 2)} (this image's driver against ${BASELINE_IMAGE})`);
 
     const med = (rows: typeof breakdown, k: keyof (typeof breakdown)[number]) => median(rows.map((r) => r[k] as number).filter(Number.isFinite));
     console.log("\nA and W broken down (medians over their runs, ms; runner timings from its pino `graded` lines):");

@@ -130,6 +130,8 @@ class Codec:
             return {"t": "bytes", "v": _b64(value)}
         if t is range:
             return {"t": "range", "v": [value.start, value.stop, value.step]}
+        if value is Ellipsis:  # otter assign's placeholder for an unanswered question
+            return {"t": "ellipsis"}
         try:
             return self._encode_library_data(value, depth)
         except NotPlain:
@@ -240,6 +242,8 @@ class Codec:
             return complex(*(self._number(self.decode(p, depth + 1)) for p in parts))
         if tag == "bytes":
             return _unb64(v)
+        if tag == "ellipsis":
+            return Ellipsis
         if tag == "range":
             parts = self._list(v)
             if len(parts) != 3 or any(type(p) is not int for p in parts):

@@ -107,12 +107,13 @@ def test_objects_that_claim_anything_score_zero(tmp_path):
 
 def test_checks_run_where_the_notebook_checks_and_the_rest_at_the_end(tmp_path):
     results = grade_cells(tmp_path, [
+        "unanswered = ...",  # otter assign's placeholder is a value like any other
         "x = 1",
         'grader.check("q1")',   # x == 1 here
         "x = 2",                 # later cells reuse the name, as notebooks do
         "y = x * 10",            # q2 is never checked in the notebook: run at the end
-    ], {"q1": [(">>> x\n1\n", False)], "q2": [(">>> y\n20\n", False)]})
-    assert results.total == 2
+    ], {"q1": [(">>> x\n1\n", False)], "q2": [(">>> y\n20\n", False)], "q3": [(">>> unanswered == 5, unanswered\n(False, Ellipsis)\n", False)]})
+    assert results.total == 3
 
 
 def test_student_functions_run_in_the_kernel_with_plain_values_both_ways(tmp_path):
