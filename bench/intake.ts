@@ -25,7 +25,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Gateway, ROOT, configureAssignment, newCredentials, startGateway } from "../scripts/local-stack.js";
 import { StandInConsumer } from "./support.js";
-import { diffCpu, fmt, groupCpuMs, machine, sleep, summarize, table, threadCpuMs, writeResults } from "./lib.js";
+import { diffCpu, fmt, getJson, groupCpuMs, machine, sleep, summarize, table, threadCpuMs, writeResults } from "./lib.js";
 
 const SAMPLE = join(ROOT, "assignments", "sample");
 const LEVELS = (process.env.BENCH_LEVELS ?? "1:300,50:2000,200:4000").split(",").map((s) => {
@@ -142,9 +142,24 @@ async function runLevel(
   };
 }
 
+/** Stats requests sent again after no answer (see getJson): a request lost under `wrangler dev`. */
+let statsResent = 0;
+
+async function adminStats(gateway: Gateway, admin: string) {
+  return getJson<{ queue: { pending: number; leased: number }; runners: unknown[] }>(
+    `${gateway.url}/api/v1/admin/stats`,
+    { authorization: `Bearer ${admin}` },
+    {
+      onRetry: (attempt, err) => {
+        statsResent += 1;
+        console.warn(`admin/stats: no answer (${String(err).slice(0, 120)}); sending it again (attempt ${attempt + 1})`);
+      },
+    },
+  );
+}
+
 async function stats(gateway: Gateway, admin: string) {
-  const res = await fetch(`${gateway.url}/api/v1/admin/stats`, { headers: { authorization: `Bearer ${admin}` } });
-  return ((await res.json()) as { queue: { pending: number; leased: number } }).queue;
+  return (await adminStats(gateway, admin)).queue;
 }
 
 /** Waits until the consumer has drained the queue; returns how long that took (null: not within 120 s). */
@@ -239,12 +254,15 @@ interface SplitResult {
   intake: Omit<LevelResult, "drainMs" | "build">;
   drainMs: number;
   drainPerSec: number;
+  /** Stats requests sent again during the drain because no answer came (lost under `wrangler dev`). */
+  statsResent: number;
+  /** One stats request right after the drain: the staff view answers again. */
+  statsAfterDrainMs: number;
 }
 
 /** Connected runners as the gateway sees them. */
 async function runnersConnected(gateway: Gateway, admin: string): Promise<number> {
-  const res = await fetch(`${gateway.url}/api/v1/admin/stats`, { headers: { authorization: `Bearer ${admin}` } });
-  return ((await res.json()) as { runners: unknown[] }).runners.length;
+  return (await adminStats(gateway, admin)).runners.length;
 }
 
 /**
@@ -257,11 +275,16 @@ async function splitRun(t: Target, body: Buffer): Promise<SplitResult> {
   while ((await runnersConnected(t.gateway, t.admin)) > 0) await sleep(50);
   console.log(`${t.build}: ${SPLIT} submissions with no runner connected …`);
   const intake = await runLevel(t.gateway, "POST (enqueue only)", 50, SPLIT, t.submit, body);
+  const resent0 = statsResent;
   const t0 = performance.now();
   t.consumer = await StandInConsumer.connect(t.gateway.url, t.runnerToken, "bench-consumer", 64, t.otterVersion);
   // Not drained within waitDrained's 120 s: no figure rather than a wrong one.
   const total = (await waitDrained(t.gateway, t.admin)) === null ? Number.NaN : performance.now() - t0;
-  return { build: t.build, intake, drainMs: total, drainPerSec: (intake.accepted / total) * 1000 };
+  const resent = statsResent - resent0;
+  const t1 = performance.now();
+  await stats(t.gateway, t.admin);
+  const statsAfterDrainMs = performance.now() - t1;
+  return { build: t.build, intake, drainMs: total, drainPerSec: (intake.accepted / total) * 1000, statsResent: resent, statsAfterDrainMs };
 }
 
 /** A detached git worktree of `ref` sharing this checkout's node_modules (same wrangler, same libraries). */
@@ -348,8 +371,8 @@ async function main() {
       console.log(`\nThe Dispatcher's two halves apart (${SPLIT} submissions, concurrency 50): enqueue with no runner connected, then one consumer (capacity 64) drains the queue:`);
       console.log(
         table(
-          ["build", "enqueue-only accepted/s", "p50 ms", "p99 ms", "gw CPU ms/req", "workerd top thread", "drain jobs/s", "drain s"],
-          splits.map((x) => [x.build, fmt(x.intake.acceptedPerSec, 0), fmt(x.intake.latencyMs.p50), fmt(x.intake.latencyMs.p99), fmt(x.intake.gatewayCpuMsPerRequest, 2), `${fmt(x.intake.workerdBusiestThread * 100, 0)} %`, fmt(x.drainPerSec, 0), fmt(x.drainMs / 1000, 1)]),
+          ["build", "enqueue-only accepted/s", "p50 ms", "p99 ms", "gw CPU ms/req", "workerd top thread", "drain jobs/s", "drain s", "stats re-sent", "stats after drain ms"],
+          splits.map((x) => [x.build, fmt(x.intake.acceptedPerSec, 0), fmt(x.intake.latencyMs.p50), fmt(x.intake.latencyMs.p99), fmt(x.intake.gatewayCpuMsPerRequest, 2), `${fmt(x.intake.workerdBusiestThread * 100, 0)} %`, fmt(x.drainPerSec, 0), fmt(x.drainMs / 1000, 1), x.statsResent, fmt(x.statsAfterDrainMs, 0)]),
         ),
       );
     }

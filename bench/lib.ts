@@ -119,3 +119,38 @@ function parseStat(path: string): { comm: string; pgrp: number; cpuMs: number } 
   const fields = stat.slice(close + 2).split(" ");
   return { comm: stat.slice(stat.indexOf("(") + 1, close), pgrp: Number(fields[2]), cpuMs: (Number(fields[11]) + Number(fields[12])) * TICK_MS };
 }
+
+/**
+ * GETs JSON, sending the request again when no answer comes within `timeoutMs`; throws on a non-2xx
+ * answer, or when `attempts` sends all failed. Only for requests that are safe to repeat.
+ *
+ * Why: under `wrangler dev` a request can be lost between wrangler's proxy and workerd. While the
+ * Dispatcher drains a long queue, workerd's one event loop never stops to poll its sockets (7–8 s
+ * with 1,000 jobs here). A request the proxy writes meanwhile on a keep-alive connection is dropped
+ * when workerd gets back to it: the connection's 5 s idle timeout, expired in the meantime, fires
+ * first and workerd closes it. wrangler 4.86's proxy then takes the failure for a worker reload
+ * and parks the GET until another request arrives, so a poller that waits for each answer waits
+ * for undici's 300 s. Sending again is that other request: it is answered, and frees the parked one.
+ */
+export async function getJson<T>(
+  url: string,
+  headers: Record<string, string>,
+  opts: { timeoutMs?: number; attempts?: number; onRetry?: (attempt: number, error: unknown) => void } = {},
+): Promise<T> {
+  const { timeoutMs = 3_000, attempts = 20 } = opts;
+  for (let attempt = 1; ; attempt++) {
+    let res: Response;
+    let text: string;
+    try {
+      // The body is read under the same deadline: a response can stall after its headers as well.
+      res = await fetch(url, { headers, signal: AbortSignal.timeout(timeoutMs) });
+      text = await res.text();
+    } catch (err) {
+      if (attempt >= attempts) throw err;
+      opts.onRetry?.(attempt, err);
+      continue;
+    }
+    if (!res.ok) throw new Error(`GET ${url}: ${res.status} ${text.slice(0, 500)}`);
+    return JSON.parse(text) as T;
+  }
+}

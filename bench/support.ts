@@ -14,7 +14,7 @@ import Docker from "dockerode";
 import WebSocket from "ws";
 import { DockerSandbox } from "../runner/src/grading/docker-sandbox.js";
 import { type Gateway, ROOT } from "../scripts/local-stack.js";
-import { sleep } from "./lib.js";
+import { getJson, sleep } from "./lib.js";
 
 export const exec = promisify(execFile);
 export const HOST_OTTER = join(ROOT, ".otter-edge", "venv", "bin", "otter");
@@ -38,9 +38,10 @@ export interface QueueStats {
 }
 
 export async function queueStats(gatewayUrl: string, admin: string): Promise<QueueStats> {
-  const res = await fetch(`${gatewayUrl}/api/v1/admin/stats`, { headers: { authorization: `Bearer ${admin}` } });
-  if (!res.ok) throw new Error(`admin/stats: ${res.status} ${await res.text()}`);
-  const body = (await res.json()) as { queue: { pending: number; leased: number }; runners: QueueStats["runners"] };
+  // Sent again when lost under `wrangler dev` (see getJson): this is polled while the Dispatcher drains.
+  const body = await getJson<{ queue: { pending: number; leased: number }; runners: QueueStats["runners"] }>(`${gatewayUrl}/api/v1/admin/stats`, { authorization: `Bearer ${admin}` }, {
+    onRetry: (attempt, err) => console.warn(`admin/stats: no answer (${String(err).slice(0, 120)}); sending it again (attempt ${attempt + 1})`),
+  });
   return { ...body.queue, runners: body.runners };
 }
 
