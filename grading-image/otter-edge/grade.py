@@ -252,21 +252,43 @@ def failed_to_run(path, error):
     return tf
 
 
-def run_notebook(nb, test_paths, checks, ignore_errors):
+def mirror_seeds(bridge):
+    """A test that seeds numpy's or Python's RNG (`np.random.seed(42)`) before calling the student's
+    function expects that seed where the function runs: the kernel. While the grader runs tests, the
+    grader's own seed functions also seed the kernel's. Returns the originals, to seed only here."""
+    import random
+
+    import numpy.random
+
+    originals = {}
+    for module, name in ((numpy.random, "numpy.random"), (random, "random")):
+        original = originals[name] = module.seed
+
+        def seed(*args, _original=original, _name=name):
+            _original(*args)
+            bridge.ask("seed", module=_name, args=[bridge.codec.encode(a) for a in args])
+
+        module.seed = seed
+    return originals
+
+
+def run_notebook(nb, test_paths, checks, ignore_errors, seed=None):
     """Executes the notebook in the student's kernel, cell by cell, and runs the tests in THIS
     process (otter runs them in the kernel): at each check cell, the question's tests against the
     notebook's globals at that point, as otter does; afterwards, each test not checked yet. The
     tests read the notebook through otter_edge_bridge, so nothing the notebook does to its own
     interpreter (patching otter, doctest, numpy, ...) reaches the checker. Returns the executed
     notebook and otter TestFiles."""
+    import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import DeadKernelError
     from otter.nbmeta_config import NBMetadataConfig
     from otter.test_files import create_test_file
 
     # Most tests name numpy (`np.isclose(...)`): the grader imports its own copy while the kernel
-    # is busy with the notebook, instead of at the first check.
-    threading.Thread(target=safe_import, args=("numpy",), daemon=True).start()
+    # starts and runs the notebook, instead of at the first check.
+    numpy_import = threading.Thread(target=safe_import, args=("numpy",), daemon=True)
+    numpy_import.start()
     by_question = {os.path.splitext(os.path.basename(p))[0]: p for p in test_paths}
     results = {}  # path -> TestFile; a question checked twice: the last check counts, as in otter
 
@@ -275,9 +297,19 @@ def run_notebook(nb, test_paths, checks, ignore_errors):
     with client.setup_kernel():
         ask, ask_client = make_ask(client.km)
         bridge = Bridge(ask)
+        seed_here = None
 
         def check(path, at_end):
+            nonlocal seed_here
+            if seed_here is None:
+                numpy_import.join()
+                seed_here = mirror_seeds(bridge)
             bridge.forget()
+            if seed is not None:
+                # otter's `seed` setting seeds every cell, check cells included, so a test's own random
+                # draws start from the seed: the grader's RNGs too (the kernel's: the check cell's prefix).
+                for original in seed_here.values():
+                    original(seed)
             tf = create_test_file(path, NBMetadataConfig())
             try:
                 tf.run(StudentNamespace(bridge))
@@ -295,6 +327,12 @@ def run_notebook(nb, test_paths, checks, ignore_errors):
                 if questions is None:
                     client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
                     continue
+                # A check cell held only checks and comments; what otter's preprocessor added to it
+                # (the `seed` setting's seeding) still runs in the kernel, as it would under otter.
+                added = "\n".join(line for line in cell.source.splitlines()
+                                   if line.strip() and not line.lstrip().startswith("#") and not CHECK_LINE.match(line))
+                if added:
+                    client.execute_cell(nbformat.v4.new_code_cell(added), index, execution_count=client.code_cells_executed + 1)
                 for question in questions:
                     if question in by_question:
                         check(by_question[question], at_end=False)
@@ -303,6 +341,12 @@ def run_notebook(nb, test_paths, checks, ignore_errors):
                     check(path, at_end=True)
         finally:
             ask_client.stop_channels()
+            if seed_here is not None:
+                import random
+
+                import numpy.random
+
+                numpy.random.seed, random.seed = seed_here["numpy.random"], seed_here["random"]
     return nb, [results[p] for p in test_paths if p in results]
 
 
@@ -350,7 +394,7 @@ def make_grade_notebook():
         try:
             nb, _ = gp.preprocess(nb)
             nb.cells.pop()  # otter's export cell: it would run the tests in the kernel and pickle them
-            executed_nb, test_files = run_notebook(nb, test_paths, checks, ignore_errors)
+            executed_nb, test_files = run_notebook(nb, test_paths, checks, ignore_errors, None if seed_variable else seed)
         finally:
             gp.cleanup()
             kill_student_processes()

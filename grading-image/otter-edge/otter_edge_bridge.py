@@ -25,6 +25,10 @@ and so does the grader (StudentNamespace, Remote). Both encode and decode with t
 import __future__
 import base64
 import builtins
+import collections
+import datetime
+import decimal
+import fractions
 import importlib
 import importlib.util
 import json
@@ -50,6 +54,8 @@ LIBRARY_PACKAGES = frozenset({
     "string", "re", "datetime", "decimal", "fractions", "numbers", "textwrap", "calendar", "heapq",
     "bisect", "copy",
 })
+# The RNGs whose seeding by a test is repeated in the kernel (see grade.py's mirror_seeds).
+SEEDED_MODULES = ("numpy.random", "random")
 # Builtins a notebook may hand over by reference (e.g. `f = max`): side-effect-free ones only.
 SAFE_BUILTINS = frozenset({
     "abs", "all", "any", "ascii", "bin", "bool", "bytes", "callable", "chr", "complex", "dict", "divmod",
@@ -62,6 +68,10 @@ PANDAS_DTYPES = frozenset({
     "str", "string", "boolean", "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32",
     "UInt64", "Float32", "Float64",
 })
+
+
+STDLIB_TAGS = frozenset({"Counter", "OrderedDict", "defaultdict", "deque", "date", "time", "datetime", "timedelta",
+                         "Decimal", "Fraction"})
 
 
 class NotPlain(Exception):
@@ -147,7 +157,31 @@ class Codec:
         if top == "datascience" and type(value).__name__ == "Table":
             return {"t": "Table", "labels": [self._exact_str(label) for label in value.labels],
                     "columns": [self._encode_numpy(value.column(i), depth + 1) for i in range(value.num_columns)]}
-        raise NotPlain(type(value).__qualname__)
+        return self._encode_stdlib(value, depth)
+
+    def _pairs(self, mapping, depth):
+        return [[self.encode(k, depth + 1), self.encode(v, depth + 1)] for k, v in mapping.items()]
+
+    def _encode_stdlib(self, value, depth):
+        """The standard library's value types that tests compare (exact types only)."""
+        t = type(value)
+        if t is collections.Counter or t is collections.OrderedDict:
+            return {"t": t.__name__, "v": self._pairs(value, depth)}
+        if t is collections.defaultdict:
+            factory = value.default_factory
+            return {"t": "defaultdict", "factory": None if factory is None else self.encode(factory, depth + 1),
+                    "v": self._pairs(value, depth)}
+        if t is collections.deque:
+            return {"t": "deque", "v": [self.encode(v, depth + 1) for v in value], "maxlen": value.maxlen}
+        if t in (datetime.date, datetime.time) or (t is datetime.datetime and (value.tzinfo is None or type(value.tzinfo) is datetime.timezone)):
+            return {"t": t.__name__, "v": value.isoformat()}
+        if t is datetime.timedelta:
+            return {"t": "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+        if t is decimal.Decimal:
+            return {"t": "Decimal", "v": str(value)}
+        if t is fractions.Fraction:
+            return {"t": "Fraction", "v": [value.numerator, value.denominator]}
+        raise NotPlain(t.__qualname__)
 
     @staticmethod
     def _exact_str(value):
@@ -256,7 +290,56 @@ class Codec:
             return self._decode_pandas(data, depth)
         if tag == "Table":
             return self._decode_table(data, depth)
+        if tag in STDLIB_TAGS:
+            return self._decode_stdlib(data, depth)
         return self.resolve(data)
+
+    def _decode_pairs(self, v, depth):
+        out = []
+        for pair in self._list(v):
+            if type(pair) is not list or len(pair) != 2:
+                raise BridgeError("mapping entry is not a pair")
+            out.append((self.decode(pair[0], depth + 1), self.decode(pair[1], depth + 1)))
+        return out
+
+    def _decode_stdlib(self, data, depth):
+        tag, v = data["t"], data.get("v")
+        try:
+            if tag == "Counter":
+                return collections.Counter(dict(self._decode_pairs(v, depth)))  # Counter(pairs) would count the pairs
+            if tag == "OrderedDict":
+                return collections.OrderedDict(self._decode_pairs(v, depth))
+            if tag == "defaultdict":
+                factory = self.decode(data.get("factory"), depth + 1)
+                if factory is not None and not callable(factory):
+                    raise BridgeError("defaultdict factory is not callable")
+                return collections.defaultdict(factory, self._decode_pairs(v, depth))
+            if tag == "deque":
+                maxlen = data.get("maxlen")
+                if maxlen is not None and (type(maxlen) is not int or maxlen < 0):
+                    raise BridgeError("bad deque maxlen")
+                return collections.deque([self.decode(item, depth + 1) for item in self._list(v)], maxlen)
+            if tag in ("date", "time", "datetime"):
+                if type(v) is not str or len(v) > 64:
+                    raise BridgeError(f"bad {tag}")
+                return getattr(datetime, tag).fromisoformat(v)
+            if tag == "timedelta":
+                parts = self._list(v)
+                if len(parts) != 3 or any(type(p) is not int for p in parts):
+                    raise BridgeError("bad timedelta")
+                return datetime.timedelta(*parts)
+            if tag == "Decimal":
+                if type(v) is not str or len(v) > 10_000:
+                    raise BridgeError("bad Decimal")
+                return decimal.Decimal(v)
+            if tag == "Fraction":
+                parts = self._list(v)
+                if len(parts) != 2 or any(type(p) is not int for p in parts):
+                    raise BridgeError("bad Fraction")
+                return fractions.Fraction(*parts)
+        except (ValueError, TypeError, ArithmeticError, OverflowError) as e:
+            raise BridgeError(f"bad {tag}: {e}") from None
+        raise BridgeError(f"unknown tag {tag!r}")
 
     @staticmethod
     def _list(v):
@@ -436,6 +519,12 @@ class KernelSide:
                 if name not in self.namespace:
                     return json.dumps({"missing": True})
                 value = self.namespace[name]
+            elif op == "seed":
+                # A test seeded an RNG: the student's functions draw from the kernel's.
+                if request["module"] not in SEEDED_MODULES:
+                    raise ValueError("not a random module")
+                importlib.import_module(request["module"]).seed(*[self.codec.decode(a) for a in request["args"]])
+                value = None
             else:
                 target = self.handles[request["ref"]]
                 if op == "call":

@@ -26,7 +26,7 @@ def score(results: GradingResults) -> float:
     return results.total / results.possible
 
 
-def grade_cells(tmp_path, cells, tests):
+def grade_cells(tmp_path, cells, tests, **options):
     """Runs a notebook of `cells` (code strings) against OK-format `tests` {name: [(code, hidden)]}."""
     test_dir = tmp_path / "tests"
     test_dir.mkdir()
@@ -35,10 +35,10 @@ def grade_cells(tmp_path, cells, tests):
             {"code": textwrap.dedent(code), "hidden": hidden} for code, hidden in cases]}]}
         (test_dir / f"{name}.py").write_text(f"OK_FORMAT = True\ntest = {spec!r}\n")
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(c)) for c in cells])
-    return run(nb, sorted(str(p) for p in test_dir.glob("*.py")))
+    return run(nb, sorted(str(p) for p in test_dir.glob("*.py")), **options)
 
 
-def run(nb, test_paths, tmp_path=None):
+def run(nb, test_paths, **options):
     """grade.py's grade_notebook as otter's PythonRunner calls it (one uid here: nothing to kill)."""
     work = pathlib.Path(tempfile.mkdtemp())
     path = work / "submission.ipynb"
@@ -50,7 +50,7 @@ def run(nb, test_paths, tmp_path=None):
     os.chdir(work)
     try:
         return grade.make_grade_notebook()(str(path), tests_glob=test_paths, test_dir=str(pathlib.Path(test_paths[0]).parent),
-                                             cwd=str(work), ignore_errors=True)
+                                             cwd=str(work), ignore_errors=True, **options)
     finally:
         os.chdir(here)
 
@@ -169,3 +169,68 @@ def test_read_tests_probe_answers_when_it_can_read_the_tests(sample_tests):
     # its score of 0 in the real sandbox (test/hostile.test.ts) means it found nothing.
     nb = nbformat.read(HOSTILE / "read-tests.ipynb", as_version=4)
     assert score(run(nb, sample_tests)) == 1
+
+
+def test_seeding_in_a_test_reaches_the_students_function(tmp_path):
+    results = grade_cells(tmp_path, [
+        """
+        import numpy as np
+        import random
+        def draw():
+            return int(np.random.randint(0, 1_000_000)), random.randint(0, 1_000_000)
+        """,
+    ], {"q1": [("""
+        >>> np.random.seed(7); random.seed(7)
+        >>> first = draw()
+        >>> np.random.seed(7); random.seed(7)
+        >>> draw() == first
+        True
+        >>> np.random.seed(7); random.seed(7)
+        >>> first == (int(np.random.randint(0, 1_000_000)), random.randint(0, 1_000_000))
+        True
+        """, False)]})
+    assert results.total == 1, results.results["q1"].test_case_results[0].message
+
+
+def test_standard_library_values_cross_as_themselves(tmp_path):
+    results = grade_cells(tmp_path, [
+        """
+        import collections, datetime, decimal, fractions
+        counts = collections.Counter("banana")
+        groups = collections.defaultdict(list, {"a": [1]})
+        window = collections.deque([1, 2, 3], maxlen=3)
+        when = datetime.datetime(2026, 11, 26, 7, 0, tzinfo=datetime.timezone.utc)
+        span = datetime.timedelta(days=1, seconds=5)
+        price = decimal.Decimal("1.10")
+        third = fractions.Fraction(1, 3)
+        """,
+    ], {"q1": [("""
+        >>> counts == collections.Counter({"a": 3, "n": 2, "b": 1}), type(counts).__name__
+        (True, 'Counter')
+        >>> groups["b"], type(groups).__name__
+        ([], 'defaultdict')
+        >>> window.maxlen, list(window)
+        (3, [1, 2, 3])
+        >>> when.isoformat(), span.total_seconds()
+        ('2026-11-26T07:00:00+00:00', 86405.0)
+        >>> price + decimal.Decimal("0.01"), third * 3
+        (Decimal('1.11'), Fraction(1, 1))
+        """, False)]})
+    assert results.total == 1, results.results["q1"].test_case_results[0].message
+
+
+def test_otters_seed_setting_seeds_the_kernel_and_the_grader_at_each_check():
+    import numpy as np
+    np.random.seed(42)
+    first = int(np.random.randint(0, 1_000_000))
+    results = grade_cells(pathlib.Path(tempfile.mkdtemp()), [
+        """
+        import numpy as np
+        def draw():
+            return int(np.random.randint(0, 1_000_000))
+        burn = [np.random.randint(0, 9) for _ in range(5)]   # moves the kernel's RNG along
+        """,
+        'grader.check("q1")',
+        'grader.check("q2")',
+    ], {"q1": [(f">>> draw()\n{first}\n", False)], "q2": [(f">>> int(np.random.randint(0, 1_000_000))\n{first}\n", False)]}, seed=42)
+    assert results.total == 2, [r.message for tf in results.results.values() for r in tf.test_case_results]
