@@ -214,66 +214,38 @@ describe("hostile notebooks through the real runner and Docker", () => {
     expect(final.score).toBe(1);
   }, T);
 
-  it("tamper-results: a forged /job/out/results.json and a replaced /job/autograder.zip change nothing, score 0", async () => {
-    const final = await outcome("tamper-results");
+  // The forgery attempts answer nothing: graded, and not one of the 5 points.
+  const forged = async (name: string): Promise<Final> => {
+    const final = await outcome(name);
     expect(final.verdict).toBe("graded");
-    expect(final.score).toBe(0);
-    expect(final.points).toBe(0);
-    expect(final.max_points).toBe(5);
-  }, T);
+    expect([final.score, final.points, final.max_points]).toEqual([0, 0, 5]);
+    return final;
+  };
+
+  it("tamper-results: a forged /job/out/results.json and a replaced /job/autograder.zip change nothing, score 0", () => forged("tamper-results"), T);
 
   // Closed by the uid split: the kernel (uid 10002) cannot write the grader's (10001) copy of the tests.
-  it("tamper-tests: rewriting otter's test files does not raise the score", async () => {
-    const final = await outcome("tamper-tests");
-    expect(final.verdict).toBe("graded");
-    expect(final.score).toBe(0);
-    expect(final.points).toBe(0);
-    expect(final.max_points).toBe(5);
-  }, T);
+  it("tamper-tests: rewriting otter's test files does not raise the score", () => forged("tamper-tests"), T);
 
   // Closed by running the tests in the grader: the kernel's otter is never asked.
-  it("tamper-checker: patching otter's doctest runner in the kernel does not raise the score", async () => {
-    const final = await outcome("tamper-checker");
-    expect(final.verdict).toBe("graded");
-    expect(final.score).toBe(0);
-    expect(final.points).toBe(0);
-    expect(final.max_points).toBe(5);
-  }, T);
+  it("tamper-checker: patching otter's doctest runner in the kernel does not raise the score", () => forged("tamper-checker"), T);
 
   it("tamper-values: answers that equal anything and a patched numpy in the kernel score 0", async () => {
-    const final = await outcome("tamper-values");
-    expect(final.verdict).toBe("graded");
-    expect(final.score).toBe(0);
-    expect(final.max_points).toBe(5);
+    const final = await forged("tamper-values");
     // The feedback says why, for the public cases the student may see.
     expect(JSON.stringify(final.tests)).toMatch(/cannot be compared/);
   }, T);
 
-  it("read-tests: the autograder's tests are not readable from the notebook, score 0", async () => {
-    const final = await outcome("read-tests");
-    expect(final.verdict).toBe("graded");
-    expect(final.score).toBe(0);
-    expect(final.max_points).toBe(5);
-  }, T);
+  it("read-tests: the autograder's tests are not readable from the notebook, score 0", () => forged("read-tests"), T);
 
   // Closed by the uid split: /job/out belongs to the grader, and the student's processes are killed
   // before results.json is written.
-  it("tamper-late: a daemon overwriting results.json after otter does not raise the score", async () => {
-    const final = await outcome("tamper-late");
-    expect(final.verdict).toBe("graded");
-    expect(final.score).toBe(0);
-    expect(final.points).toBe(0);
-    expect(final.max_points).toBe(5);
-  }, T);
+  it("tamper-late: a daemon overwriting results.json after otter does not raise the score", () => forged("tamper-late"), T);
 
   // Plain `otter run` 7.0.0 unpickles what the kernel hands back (the results file) and what any local
   // process sends to its log server: this notebook then patches the grader's results to 5/5.
   it("grader-exec: pickles for otter's log server and results file run nothing in the grader", async () => {
-    const final = await outcome("grader-exec");
-    expect(final.verdict).toBe("graded");
-    expect(final.score).toBe(0);
-    expect(final.points).toBe(0);
-    expect(final.max_points).toBe(5);
+    const final = await forged("grader-exec");
     expect(JSON.stringify(final.tests)).not.toMatch(/forged/);
   }, T);
 
