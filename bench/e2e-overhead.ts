@@ -34,7 +34,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook } from "../scripts/local-stack.js";
 import { runnerTimings } from "./support.js";
-import { fmt, machine, median, percentile, sleep, summarize, table, writeResults } from "./lib.js";
+import { fmt, getJson, machine, median, percentile, sleep, summarize, table, writeResults } from "./lib.js";
 
 const exec = promisify(execFile);
 const SAMPLE = join(ROOT, "assignments", "sample");
@@ -243,7 +243,7 @@ async function main() {
     const gwW = gatewayW;
     for (const [g, r, creds] of [[gw, runner, credentials], [gwW, runnerW, credentialsW]] as const) {
       for (let i = 0; ; i++) {
-        const stats = (await (await fetch(`${g.url}/api/v1/admin/stats`, { headers: { authorization: `Bearer ${creds.admin}` } })).json()) as { runners: Array<{ capacity: number }> };
+        const stats = await getJson<{ runners: Array<{ capacity: number }> }>(`${g.url}/api/v1/admin/stats`, { authorization: `Bearer ${creds.admin}` });
         if (stats.runners.some((x) => x.capacity > 0)) break;
         if (i > 600) throw new Error(`runner did not connect:\n${r.output().slice(-3000)}`);
         await sleep(100);

@@ -210,11 +210,9 @@ class Codec:
 
     def _encode_element(self, value, depth):
         """An element of an array or a frame's column: data or nothing (no remote references)."""
-        encoded = Codec(_refuse, self.resolve).encode(value, depth)
-        return encoded
+        return Codec(_refuse, self.resolve).encode(value, depth)
 
     def _encode_pandas(self, value, depth):
-        import numpy as np
         import pandas as pd
 
         t = type(value)
