@@ -461,9 +461,10 @@ def main():
             import traitlets.config  # noqa: F401
             import nbclient  # noqa: F401
             import jupyter_client  # noqa: F401
-            # What the tests usually read (the grader's own copies, see otter_edge_bridge).
-            safe_import("numpy")
-            safe_import("pandas")
+            # What the tests usually read (the grader's own copies, see otter_edge_bridge): paid here
+            # while nobody waits (datascience, with matplotlib, is ~0.8 s at a Table's first decode).
+            for module in ("numpy", "pandas", "datascience"):
+                safe_import(module)
             wait_for_job(args.wait_for, args.wait_max_seconds)
         except BaseException as e:  # noqa: BLE001
             if isinstance(e, SystemExit) and e.code == EX_NO_JOB:
