@@ -28,12 +28,12 @@
  *   BENCH_NOTEBOOK=full which sample submission to grade (full, partial, zero)
  */
 import { execFile } from "node:child_process";
-import { chmod, chown, copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook } from "../scripts/local-stack.js";
-import { runnerTimings } from "./support.js";
+import { jobDir, runnerTimings } from "./support.js";
 import { fmt, getJson, machine, median, percentile, sleep, summarize, table, writeResults } from "./lib.js";
 
 const exec = promisify(execFile);
@@ -45,7 +45,6 @@ const IMAGE = process.env.BENCH_IMAGE ?? "otter-edge/grading:otter-7.0.0";
 const HOST_OTTER = join(ROOT, ".otter-edge", "venv", "bin", "otter");
 const HOST_PYTHON = join(ROOT, ".otter-edge", "venv", "bin", "python");
 const POLL_MS = 20;
-const GRADER_UID = 10001;
 
 type Kind = "A" | "W" | "B" | "C" | "D" | "S" | "P";
 const BASELINE_IMAGE = process.env.BENCH_BASELINE_IMAGE;
@@ -128,19 +127,6 @@ async function settleWarmPool(runnerName: string): Promise<void> {
   }
 }
 
-/** A job directory owned by the grader uid, as test/support/direct-otter.ts prepares it. */
-async function jobDir(forContainer: boolean): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "otter-edge-bench-job-"));
-  await copyFile(NOTEBOOK, join(dir, "submission.ipynb"));
-  await copyFile(AUTOGRADER, join(dir, "autograder.zip"));
-  await mkdir(join(dir, "out"));
-  if (forContainer) {
-    for (const p of [dir, join(dir, "out"), join(dir, "submission.ipynb"), join(dir, "autograder.zip")]) await chown(p, GRADER_UID, GRADER_UID);
-    await chmod(dir, 0o755);
-  }
-  return dir;
-}
-
 async function pointsIn(dir: string): Promise<number> {
   const results = JSON.parse(await readFile(join(dir, "out", "results.json"), "utf8")) as { score?: number; tests: Array<{ score?: number }> };
   return results.score ?? results.tests.reduce((s, t) => s + (t.score ?? 0), 0);
@@ -148,7 +134,7 @@ async function pointsIn(dir: string): Promise<number> {
 
 /** B (D with the sandbox flags): the grading image's default command, bind-mounted job directory, no network. Setup is not timed. */
 async function runB(extraFlags: string[] = [], command: string[] = [], image = IMAGE): Promise<{ ms: number; points: number }> {
-  const dir = await jobDir(true);
+  const dir = await jobDir(NOTEBOOK, AUTOGRADER, true);
   try {
     const t0 = performance.now();
     await exec("docker", ["run", "--rm", "--network", "none", ...extraFlags, "-v", `${dir}:/job`, image, ...command], { maxBuffer: 16 * 1024 * 1024 });
@@ -161,7 +147,7 @@ async function runB(extraFlags: string[] = [], command: string[] = [], image = I
 
 /** C: `otter run` on the host, in a temp directory. Setup is not timed. */
 async function runC(): Promise<{ ms: number; points: number }> {
-  const dir = await jobDir(false);
+  const dir = await jobDir(NOTEBOOK, AUTOGRADER, false);
   try {
     const t0 = performance.now();
     await exec(HOST_OTTER, ["run", "-a", "autograder.zip", "-o", "out", "submission.ipynb"], { cwd: dir, env: hostPythonEnv(), maxBuffer: 16 * 1024 * 1024 });

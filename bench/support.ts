@@ -7,7 +7,8 @@
  * benchmarks did not have to edit it.)
  */
 import { execFile } from "node:child_process";
-import { copyFile, mkdir, readFile, readdir, writeFile } from "node:fs/promises";
+import { chmod, chown, copyFile, mkdir, mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import Docker from "dockerode";
@@ -18,6 +19,24 @@ import { getJson, sleep } from "./lib.js";
 
 export const exec = promisify(execFile);
 export const HOST_OTTER = join(ROOT, ".otter-edge", "venv", "bin", "otter");
+/** The grading image's grader uid. */
+export const GRADER_UID = 10001;
+
+/**
+ * A job directory as the runner fills /job (submission.ipynb, autograder.zip, out/); for a container
+ * owned by the grader uid, as test/support/direct-otter.ts prepares it. The caller removes it.
+ */
+export async function jobDir(notebook: string, autograder: string, forContainer: boolean): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "otter-edge-bench-job-"));
+  await copyFile(notebook, join(dir, "submission.ipynb"));
+  await copyFile(autograder, join(dir, "autograder.zip"));
+  await mkdir(join(dir, "out"));
+  if (forContainer) {
+    for (const p of [dir, join(dir, "out"), join(dir, "submission.ipynb"), join(dir, "autograder.zip")]) await chown(p, GRADER_UID, GRADER_UID);
+    await chmod(dir, 0o755);
+  }
+  return dir;
+}
 
 /** D1 through `wrangler d1 execute`; retried, since the running gateway may hold the SQLite lock for a moment. */
 export async function query<T>(gateway: Gateway, sql: string): Promise<T[]> {

@@ -26,12 +26,12 @@
  *   BENCH_NOTEBOOK=full      sample submission (full, partial, zero); BENCH_ASSIGNMENT=trivial grades
  *                            bench/trivial instead of assignments/sample
  */
-import { chmod, chown, copyFile, mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Gateway, ROOT, type Runner, configureAssignment, newCredentials, startGateway, startRunner, submitNotebook } from "../scripts/local-stack.js";
 import { fmt, machine, median, sleep, summarize, table, writeResults } from "./lib.js";
-import { HOST_OTTER, buildTrivialAssignment, exec, query, queueStats, runnerImage, runnerTimings } from "./support.js";
+import { GRADER_UID, HOST_OTTER, buildTrivialAssignment, exec, jobDir, query, queueStats, runnerImage, runnerTimings } from "./support.js";
 
 const CORES = cpus().length;
 const CAPACITIES = (process.env.BENCH_CAPACITIES ?? "1,2,3").split(",").map(Number);
@@ -40,7 +40,6 @@ const BARE_REPS = Number(process.env.BENCH_BARE_REPS ?? 2);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const PARALLEL_WAVES = 2;
 const TRIVIAL = process.env.BENCH_ASSIGNMENT === "trivial";
-const GRADER_UID = 10001;
 const SETTING_TIMEOUT_MS = 30 * 60_000;
 
 /** The runner's container, as `docker run` flags (runner/src/grading/docker-sandbox.ts and config.ts defaults). */
@@ -64,18 +63,6 @@ function hostEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, PYTHONPYCACHEPREFIX: pycachePrefix };
   delete env.PYTHONDONTWRITEBYTECODE;
   return env;
-}
-
-async function jobDir(notebook: string, autograder: string, forContainer: boolean): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "otter-edge-bench-job-"));
-  await copyFile(notebook, join(dir, "submission.ipynb"));
-  await copyFile(autograder, join(dir, "autograder.zip"));
-  await mkdir(join(dir, "out"));
-  if (forContainer) {
-    for (const p of [dir, join(dir, "out"), join(dir, "submission.ipynb"), join(dir, "autograder.zip")]) await chown(p, GRADER_UID, GRADER_UID);
-    await chmod(dir, 0o755);
-  }
-  return dir;
 }
 
 /**
