@@ -49,6 +49,7 @@ argument) lets that code see it; tests that compare in the test itself do not.
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import queue
@@ -174,6 +175,11 @@ def patch_kernel_provisioner():
     LocalProvisioner.send_signal = send_signal
 
 
+def code_lines(source):
+    """A cell's lines that are code: not blank, not comments."""
+    return [line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
 def check_cells(nb):
     """{id(cell): [question, ...]} for the cells that are only checks. Decided by the grader from the
     cells' source before anything runs (never from metadata the notebook could carry); cells that
@@ -188,7 +194,7 @@ def check_cells(nb):
         cells.append(cell)
         if cell.cell_type != "code":
             continue
-        lines = [line for line in cell.source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+        lines = code_lines(cell.source)
         matches = [CHECK_LINE.match(line) for line in lines]
         if lines and all(matches):
             checks[id(cell)] = [m.group("name") for m in matches]
@@ -252,24 +258,29 @@ def failed_to_run(path, error):
     return tf
 
 
-def mirror_seeds(bridge):
+@contextlib.contextmanager
+def mirrored_seeds(bridge):
     """A test that seeds numpy's or Python's RNG (`np.random.seed(42)`) before calling the student's
-    function expects that seed where the function runs: the kernel. While the grader runs tests, the
-    grader's own seed functions also seed the kernel's. Returns the originals, to seed only here."""
+    function expects that seed where the function runs: the kernel. Inside this context the
+    grader's own seed functions also seed the kernel's; it yields the originals, to seed only here."""
     import random
 
     import numpy.random
 
     originals = {}
     for module, name in ((numpy.random, "numpy.random"), (random, "random")):
-        original = originals[name] = module.seed
+        original = originals[module] = module.seed
 
         def seed(*args, _original=original, _name=name):
             _original(*args)
             bridge.ask("seed", module=_name, args=[bridge.codec.encode(a) for a in args])
 
         module.seed = seed
-    return originals
+    try:
+        yield list(originals.values())
+    finally:
+        for module, original in originals.items():
+            module.seed = original
 
 
 def run_notebook(nb, test_paths, checks, ignore_errors, seed=None):
@@ -294,21 +305,22 @@ def run_notebook(nb, test_paths, checks, ignore_errors, seed=None):
 
     client = NotebookClient(nb, kernel_name="python3", allow_errors=ignore_errors, timeout=None)
     client.reset_execution_trackers()
-    with client.setup_kernel():
+    with client.setup_kernel(), contextlib.ExitStack() as at_exit:
         ask, ask_client = make_ask(client.km)
+        at_exit.callback(ask_client.stop_channels)
         bridge = Bridge(ask)
         seed_here = None
 
         def check(path, at_end):
             nonlocal seed_here
-            if seed_here is None:
+            if seed_here is None:  # at the first check: numpy's import overlapped the notebook's run
                 numpy_import.join()
-                seed_here = mirror_seeds(bridge)
+                seed_here = at_exit.enter_context(mirrored_seeds(bridge))
             bridge.forget()
             if seed is not None:
                 # otter's `seed` setting seeds every cell, check cells included, so a test's own random
                 # draws start from the seed: the grader's RNGs too (the kernel's: the check cell's prefix).
-                for original in seed_here.values():
+                for original in seed_here:
                     original(seed)
             tf = create_test_file(path, NBMetadataConfig())
             try:
@@ -321,32 +333,22 @@ def run_notebook(nb, test_paths, checks, ignore_errors, seed=None):
                 tf = failed_to_run(path, e)
             results[path] = tf
 
-        try:
-            for index, cell in enumerate(nb.cells):
-                questions = checks.get(id(cell))
-                if questions is None:
-                    client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
-                    continue
-                # A check cell held only checks and comments; what otter's preprocessor added to it
-                # (the `seed` setting's seeding) still runs in the kernel, as it would under otter.
-                added = "\n".join(line for line in cell.source.splitlines()
-                                   if line.strip() and not line.lstrip().startswith("#") and not CHECK_LINE.match(line))
-                if added:
-                    client.execute_cell(nbformat.v4.new_code_cell(added), index, execution_count=client.code_cells_executed + 1)
-                for question in questions:
-                    if question in by_question:
-                        check(by_question[question], at_end=False)
-            for path in test_paths:
-                if path not in results:
-                    check(path, at_end=True)
-        finally:
-            ask_client.stop_channels()
-            if seed_here is not None:
-                import random
-
-                import numpy.random
-
-                numpy.random.seed, random.seed = seed_here["numpy.random"], seed_here["random"]
+        for index, cell in enumerate(nb.cells):
+            questions = checks.get(id(cell))
+            if questions is None:
+                client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+                continue
+            # A check cell held only checks and comments; what otter's preprocessor added to it
+            # (the `seed` setting's seeding) still runs in the kernel, as it would under otter.
+            added = "\n".join(line for line in code_lines(cell.source) if not CHECK_LINE.match(line))
+            if added:
+                client.execute_cell(nbformat.v4.new_code_cell(added), index, execution_count=client.code_cells_executed + 1)
+            for question in questions:
+                if question in by_question:
+                    check(by_question[question], at_end=False)
+        for path in test_paths:
+            if path not in results:
+                check(path, at_end=True)
     return nb, [results[p] for p in test_paths if p in results]
 
 

@@ -119,6 +119,8 @@ class Codec:
     def __init__(self, refer, resolve):
         self.refer = refer
         self.resolve = resolve
+        # Elements of arrays and frame columns: data or nothing, never a reference (one codec, not one per element).
+        self.data_only = self if refer is _refuse else Codec(_refuse, resolve)
 
     # -- encode
 
@@ -210,7 +212,7 @@ class Codec:
 
     def _encode_element(self, value, depth):
         """An element of an array or a frame's column: data or nothing (no remote references)."""
-        return Codec(_refuse, self.resolve).encode(value, depth)
+        return self.data_only.encode(value, depth)
 
     def _encode_pandas(self, value, depth):
         import pandas as pd
