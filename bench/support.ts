@@ -134,49 +134,71 @@ export async function buildTrivialAssignment(work: string, routing = { course: "
 /**
  * A STAND-IN FOR GRADING, not a runner: it speaks the runner protocol (hello, then answers every
  * lease at once with a fixed full grade), so the gateway and the Dispatcher do their real work —
- * lease, record the grade once, passback outbox — while no notebook is executed.
+ * lease, record the grade once, passback outbox — while no notebook is executed. Like a runner it
+ * holds a socket to every Dispatcher shard the welcome names; as it grades instantly, it offers its
+ * whole capacity on each.
  */
 export class StandInConsumer {
   readonly counts = { leases: 0, accepted: 0, refused: 0, errors: 0 };
   /** Lease job ids in the order they came, to spot a job leased to the stand-in twice. */
   readonly leasedIds: string[] = [];
+  private readonly sockets: WebSocket[] = [];
 
-  private constructor(private readonly socket: WebSocket) {
-    socket.on("message", (data) => {
-      const message = JSON.parse(data.toString()) as { type: string; lease?: { jobId: string; token: string }; accepted?: boolean };
-      if (message.type === "lease") {
-        this.counts.leases += 1;
-        if (message.lease) this.leasedIds.push(message.lease.jobId);
-        socket.send(
-          JSON.stringify({
-            type: "result",
-            lease: message.lease,
-            outcome: {
-              kind: "graded",
-              grade: { verdict: "graded", score: 1, points: 1, maxPoints: 1, message: "", tests: [{ name: "q1", score: 1, maxScore: 1, visibility: "visible", output: "stand-in" }] },
-              timings: {},
-            },
-          }),
-        );
-      } else if (message.type === "ack") {
-        if (message.accepted) this.counts.accepted += 1;
-        else this.counts.refused += 1;
-      } else if (message.type === "error") this.counts.errors += 1;
-    });
-  }
+  private constructor(
+    private readonly gatewayUrl: string,
+    private readonly token: string,
+    private readonly hello: string,
+  ) {}
 
   static async connect(gatewayUrl: string, token: string, name: string, capacity: number, otterVersion: string): Promise<StandInConsumer> {
-    const socket = new WebSocket(`${gatewayUrl.replace(/^http/, "ws")}/runner/v1/connect`, { headers: { authorization: `Bearer ${token}` } });
+    const consumer = new StandInConsumer(gatewayUrl, token, JSON.stringify({ type: "hello", protocol: 1, runner: name, capacity, otterVersions: [otterVersion], holding: [] }));
+    const shards = await consumer.open(0);
+    for (let shard = 1; shard < shards; shard++) await consumer.open(shard);
+    return consumer;
+  }
+
+  /** Opens one shard's socket; resolves with the shard count from its welcome. */
+  private async open(shard: number): Promise<number> {
+    const socket = new WebSocket(`${this.gatewayUrl.replace(/^http/, "ws")}/runner/v1/connect${shard > 0 ? `?shard=${shard}` : ""}`, { headers: { authorization: `Bearer ${this.token}` } });
+    this.sockets.push(socket);
+    const welcome = new Promise<number>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.on("message", (data) => {
+        const message = JSON.parse(data.toString()) as { type: string; shards?: number; lease?: { jobId: string; token: string }; accepted?: boolean };
+        if (message.type === "welcome") resolve(message.shards ?? 1);
+        else this.onMessage(socket, message);
+      });
+    });
     await new Promise<void>((resolve, reject) => {
       socket.once("open", () => resolve());
       socket.once("error", reject);
     });
-    const consumer = new StandInConsumer(socket);
-    socket.send(JSON.stringify({ type: "hello", protocol: 1, runner: name, capacity, otterVersions: [otterVersion], holding: [] }));
-    return consumer;
+    socket.send(this.hello);
+    return welcome;
+  }
+
+  private onMessage(socket: WebSocket, message: { type: string; lease?: { jobId: string; token: string }; accepted?: boolean }): void {
+    if (message.type === "lease") {
+      this.counts.leases += 1;
+      if (message.lease) this.leasedIds.push(message.lease.jobId);
+      socket.send(
+        JSON.stringify({
+          type: "result",
+          lease: message.lease,
+          outcome: {
+            kind: "graded",
+            grade: { verdict: "graded", score: 1, points: 1, maxPoints: 1, message: "", tests: [{ name: "q1", score: 1, maxScore: 1, visibility: "visible", output: "stand-in" }] },
+            timings: {},
+          },
+        }),
+      );
+    } else if (message.type === "ack") {
+      if (message.accepted) this.counts.accepted += 1;
+      else this.counts.refused += 1;
+    } else if (message.type === "error") this.counts.errors += 1;
   }
 
   close(): void {
-    this.socket.close();
+    for (const socket of this.sockets) socket.close();
   }
 }

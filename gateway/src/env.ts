@@ -14,6 +14,8 @@ export interface Env {
   LEASE_TTL_MS: string;
   HEARTBEAT_MS: string;
   MAX_ATTEMPTS: string;
+  /** How many Dispatcher objects share the queue (see dispatcher/stub.ts); raise it, never lower it. */
+  DISPATCHER_SHARDS?: string;
   /** Local-development student credentials, `user:token,user2:token2`. Unset in production. */
   DEV_USER_TOKENS?: string;
   /** The JupyterHub REST API that vouches for students, e.g. `https://hub.example.edu/hub/api`. */

@@ -4,7 +4,7 @@ import type { Identity } from "./auth/authenticate.js";
 import { sha256Hex } from "./autograder.js";
 import { database, nowIso } from "./db/client.js";
 import { assignments, courseSections, sectionAssignments, submissionEvents, submissions } from "./db/schema.js";
-import { dispatcherFor } from "./dispatcher/stub.js";
+import { dispatcherForJob } from "./dispatcher/stub.js";
 import type { Env } from "./env.js";
 import { ApiError } from "./errors.js";
 
@@ -162,7 +162,7 @@ export async function acceptSubmission(env: Env, identity: Identity, rawBody: st
     timeoutMs: grader.timeout_seconds * 1000,
   };
   try {
-    await dispatcherFor(env).enqueue(job);
+    await dispatcherForJob(env, id).enqueue(job);
   } catch (err) {
     await markNotAccepted(env, id, "The queue was unavailable; the submission was not accepted.", `enqueue failed: ${String(err)}`);
     throw new ApiError(503, "queue_unavailable", "The grading queue is unavailable right now; please submit again in a minute.", { "Retry-After": "30" });

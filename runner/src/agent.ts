@@ -11,6 +11,8 @@ import type { RunnerMetrics } from "./metrics.js";
 type ResultOutcome = import("@otter-edge/shared").ResultMessage["outcome"];
 
 interface ActiveJob {
+  /** The Dispatcher shard that leased the job: its result and heartbeats go back on that shard's socket. */
+  shard: number;
   lease: LeaseRef;
   attempt: number;
   job: JobSpec;
@@ -23,26 +25,39 @@ interface ActiveJob {
 export interface AgentOptions {
   name: string;
   capacity: number;
-  connection: GatewayConnection;
+  /** Opens (without starting) the socket to one shard of the gateway's Dispatcher. */
+  connect: (shard: number) => GatewayConnection;
   sandbox: Sandbox;
   artifacts: Artifacts;
   log: Logger;
   metrics?: RunnerMetrics;
 }
 
+/** A result waiting for the gateway's ack, and the shard it must be sent to. */
+interface UnackedResult {
+  shard: number;
+  message: ResultMessage;
+}
+
 /**
  * Takes leases from the gateway up to its capacity, grades each in the sandbox, reports results and
  * heartbeats for what it holds. A job whose lease is revoked is stopped and not reported.
+ *
+ * The gateway's queue may be split into shards (its welcome says how many): the agent keeps one socket
+ * per shard and offers its free slots on every one; a lease that arrives when the slots are already
+ * taken by another shard goes straight back (`release`), and the job is leased elsewhere.
  */
 export class Agent {
   private readonly active = new Map<string, ActiveJob>();
+  /** Sockets by shard; shard 0 is opened at start, the others once a welcome names them. */
+  private readonly links = new Map<number, GatewayConnection>();
+  private readonly heartbeats = new Map<number, NodeJS.Timeout>();
   /**
    * Results sent (or due) but not yet acknowledged, by job id. A result finished while the gateway was
    * away, or lost with a socket that dropped, is sent again after the next welcome: its lease is
    * named in hello, so the gateway keeps it if it is still current.
    */
-  private readonly unacked = new Map<string, ResultMessage>();
-  private heartbeat: NodeJS.Timeout | null = null;
+  private readonly unacked = new Map<string, UnackedResult>();
   private draining = false;
   private otterVersions: string[] = [];
   /** Counters for tests and logs. */
@@ -52,32 +67,42 @@ export class Agent {
 
   async start(): Promise<void> {
     this.otterVersions = await this.options.sandbox.otterVersions();
-    const { connection, log } = this.options;
-    const metrics = this.options.metrics;
-    metrics?.capacity.set(this.options.capacity);
+    this.options.metrics?.capacity.set(this.options.capacity);
+    this.options.log.info({ capacity: this.options.capacity, sandbox: this.options.sandbox.description, otterVersions: this.otterVersions }, "runner starting");
+    this.link(0);
+  }
+
+  /** Opens the socket to a shard once; it reconnects by itself from then on. */
+  private link(shard: number): void {
+    if (this.links.has(shard)) return;
+    const { log } = this.options;
+    const connection = this.options.connect(shard);
+    this.links.set(shard, connection);
     connection.on("open", () => {
-      metrics?.connected.set(1);
-      this.hello();
+      this.updateConnectedMetric();
+      this.hello(shard);
     });
     connection.on("close", () => {
-      metrics?.connected.set(0);
-      this.stopHeartbeat();
+      this.updateConnectedMetric();
+      this.stopHeartbeat(shard);
     });
     connection.on("message", (message) => {
       switch (message.type) {
         case "welcome":
+          for (let other = 1; other < message.shards; other++) this.link(other);
           for (const lease of message.dropped) {
             this.abort(lease.jobId, "dropped by the gateway after reconnect");
             this.forgetResult(lease, "dropped by the gateway after reconnect");
           }
-          this.startHeartbeat(message.heartbeatMs);
+          this.startHeartbeat(shard, message.heartbeatMs);
           for (const result of this.unacked.values()) {
-            log.info({ submissionId: result.lease.jobId }, "sending a result again after reconnecting");
-            connection.send(result);
+            if (result.shard !== shard) continue;
+            log.info({ submissionId: result.message.lease.jobId }, "sending a result again after reconnecting");
+            connection.send(result.message);
           }
           break;
         case "lease":
-          this.onLease(message);
+          this.onLease(shard, message);
           break;
         case "revoke":
           this.abort(message.lease.jobId, message.reason, message.lease.token);
@@ -91,12 +116,17 @@ export class Agent {
           }
           break;
         case "error":
-          log.error({ error: message.error }, message.message);
+          log.error({ error: message.error, shard }, message.message);
           break;
       }
     });
-    log.info({ capacity: this.options.capacity, sandbox: this.options.sandbox.description, otterVersions: this.otterVersions }, "runner starting");
     connection.start();
+    this.updateConnectedMetric();
+  }
+
+  /** Ready (for /readyz) only while every shard's socket is open: jobs of a shard without one would wait. */
+  private updateConnectedMetric(): void {
+    this.options.metrics?.connected.set([...this.links.values()].every((c) => c.connected) ? 1 : 0);
   }
 
   get busy(): number {
@@ -109,56 +139,78 @@ export class Agent {
    */
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
-    const { connection, log } = this.options;
-    connection.send({ type: "ready", capacity: 0 });
+    const { log } = this.options;
+    this.offerSlots();
     log.info({ holding: this.active.size, graceMs }, "draining");
     const all = Promise.all([...this.active.values()].map((j) => j.done));
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([all, new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
     clearTimeout(timer);
     for (const job of [...this.active.values()]) {
-      connection.send({ type: "release", lease: job.lease, reason: "runner shutting down" });
+      this.links.get(job.shard)?.send({ type: "release", lease: job.lease, reason: "runner shutting down" });
       this.abort(job.lease.jobId, "runner shutting down");
     }
     await Promise.all([...this.active.values()].map((j) => j.done));
-    this.stopHeartbeat();
-    await connection.stop();
+    for (const shard of this.links.keys()) this.stopHeartbeat(shard);
+    await Promise.all([...this.links.values()].map((c) => c.stop()));
   }
 
-  private hello(): void {
-    this.options.connection.send({
+  private hello(shard: number): void {
+    this.links.get(shard)?.send({
       type: "hello",
       protocol: PROTOCOL_VERSION,
       runner: this.options.name,
-      capacity: this.draining ? 0 : this.options.capacity,
+      capacity: this.offerTo(shard),
       otterVersions: this.otterVersions,
-      holding: this.holding(),
+      holding: this.holding(shard),
     });
   }
 
-  /** Leases this runner still answers for: jobs being graded and results not yet acknowledged. */
-  private holding(): LeaseRef[] {
-    return [...[...this.active.values()].map((j) => j.lease), ...[...this.unacked.values()].filter((r) => !this.active.has(r.lease.jobId)).map((r) => r.lease)];
+  /**
+   * What a shard may fill: the jobs it already has here plus every free slot. Each shard counts only
+   * its own leases, so with one shard this is simply the capacity.
+   */
+  private offerTo(shard: number): number {
+    if (this.draining) return 0;
+    const held = [...this.active.values()].filter((j) => j.shard === shard).length;
+    return held + Math.max(0, this.options.capacity - this.active.size);
+  }
+
+  /** Tells every shard (or every shard but one, whose count did not change) what it may fill now. */
+  private offerSlots(except?: number): void {
+    for (const [shard, connection] of this.links) {
+      if (shard !== except) connection.send({ type: "ready", capacity: this.offerTo(shard) });
+    }
+  }
+
+  /** Leases this runner still answers for on a shard: jobs being graded and results not yet acknowledged. */
+  private holding(shard: number): LeaseRef[] {
+    const grading = [...this.active.values()].filter((j) => j.shard === shard).map((j) => j.lease);
+    const reporting = [...this.unacked.values()].filter((r) => r.shard === shard && !this.active.has(r.message.lease.jobId)).map((r) => r.message.lease);
+    return [...grading, ...reporting];
   }
 
   private forgetResult(lease: LeaseRef, reason?: string): void {
     const pending = this.unacked.get(lease.jobId);
-    if (!pending || pending.lease.token !== lease.token) return;
+    if (!pending || pending.message.lease.token !== lease.token) return;
     this.unacked.delete(lease.jobId);
     if (reason) this.options.log.warn({ submissionId: lease.jobId, reason }, "result discarded: the lease is gone");
   }
 
-  private startHeartbeat(intervalMs: number): void {
-    this.stopHeartbeat();
-    this.heartbeat = setInterval(() => {
-      const holding = this.holding();
-      if (holding.length > 0) this.options.connection.send({ type: "heartbeat", holding });
-    }, intervalMs);
+  private startHeartbeat(shard: number, intervalMs: number): void {
+    this.stopHeartbeat(shard);
+    this.heartbeats.set(
+      shard,
+      setInterval(() => {
+        const holding = this.holding(shard);
+        if (holding.length > 0) this.links.get(shard)?.send({ type: "heartbeat", holding });
+      }, intervalMs),
+    );
   }
 
-  private stopHeartbeat(): void {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = null;
+  private stopHeartbeat(shard: number): void {
+    clearInterval(this.heartbeats.get(shard));
+    this.heartbeats.delete(shard);
   }
 
   private abort(jobId: string, reason: string, token?: string): void {
@@ -168,16 +220,22 @@ export class Agent {
     job.abort.abort(reason);
   }
 
-  private onLease(message: LeaseMessage): void {
-    const { connection, log } = this.options;
+  private onLease(shard: number, message: LeaseMessage): void {
+    const { log } = this.options;
+    const connection = this.links.get(shard)!;
     if (this.draining || this.active.size >= this.options.capacity || this.active.has(message.lease.jobId)) {
+      // Another shard filled the slot first: say so before handing the job back, so this shard does
+      // not lease it to us again.
+      connection.send({ type: "ready", capacity: this.offerTo(shard) });
       connection.send({ type: "release", lease: message.lease, reason: this.draining ? "runner draining" : "no free slot" });
       return;
     }
     const abort = new AbortController();
     const jobLog = log.child({ submissionId: message.job.submissionId, attempt: message.attempt });
-    const entry: ActiveJob = { lease: message.lease, attempt: message.attempt, job: message.job, abort, done: Promise.resolve() };
+    const entry: ActiveJob = { shard, lease: message.lease, attempt: message.attempt, job: message.job, abort, done: Promise.resolve() };
     this.active.set(message.lease.jobId, entry);
+    // One slot fewer for the other shards (this shard counted its own lease).
+    this.offerSlots(shard);
     this.options.metrics?.busySlots.set(this.active.size);
     if (message.queuedMs !== undefined) this.options.metrics?.queueWaitSeconds.observe(message.queuedMs / 1000);
     entry.done = this.grade(entry, jobLog)
@@ -190,14 +248,14 @@ export class Agent {
           ? checked.data
           : { type: "result", lease: entry.lease, outcome: { kind: "infrastructure_error", message: "the runner produced a result that fails the protocol schema" } };
         // Kept until the gateway acknowledges it: a result must not be lost with a socket.
-        this.unacked.set(entry.lease.jobId, result);
+        this.unacked.set(entry.lease.jobId, { shard, message: result });
         if (!connection.send(result)) jobLog.warn("gateway away: the result is sent when the runner reconnects");
       })
       .catch((err) => jobLog.error({ err: String(err) }, "job crashed"))
       .finally(() => {
         this.active.delete(message.lease.jobId);
         this.options.metrics?.busySlots.set(this.active.size);
-        if (!this.draining) connection.send({ type: "ready", capacity: this.options.capacity });
+        if (!this.draining) this.offerSlots();
       })
       // The slot is free as soon as the result is sent (the gateway counts it free then, and leases
       // the next job at once: a slot still held here would refuse it). The finished container,

@@ -94,7 +94,6 @@ async function main(): Promise<number> {
     }
     throw err;
   }
-  const connection = new GatewayConnection({ gatewayUrl: config.gatewayUrl, token: config.token, log });
   const metrics = new RunnerMetrics();
   if (config.metricsPort > 0) {
     try {
@@ -108,7 +107,15 @@ async function main(): Promise<number> {
   // Only once nothing can stop the start any more (a runner exiting before this would leave its warm
   // containers to the next start's reaping), and after the reaping: ready before the first lease.
   if (sandbox instanceof DockerSandbox) sandbox.fillPool();
-  const agent = new Agent({ name: config.name, capacity: config.capacity, connection, sandbox, artifacts: new Artifacts(config.gatewayUrl, config.token, config.cacheDir), log, metrics });
+  const agent = new Agent({
+    name: config.name,
+    capacity: config.capacity,
+    connect: (shard) => new GatewayConnection({ gatewayUrl: config.gatewayUrl, token: config.token, shard, log }),
+    sandbox,
+    artifacts: new Artifacts(config.gatewayUrl, config.token, config.cacheDir),
+    log,
+    metrics,
+  });
   await agent.start();
 
   return new Promise<number>((resolve) => {

@@ -6,6 +6,8 @@ import type { Logger } from "./log.js";
 export interface ConnectionOptions {
   gatewayUrl: string;
   token: string;
+  /** Which of the gateway's Dispatcher shards this socket serves (0 unless the gateway has several). */
+  shard?: number;
   log: Logger;
   /** Reconnect backoff bounds. */
   minBackoffMs?: number;
@@ -56,11 +58,13 @@ export class GatewayConnection extends EventEmitter<{ open: []; message: [Gatewa
   private connect(): void {
     const url = new URL("/runner/v1/connect", this.options.gatewayUrl);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const shard = this.options.shard ?? 0;
+    if (shard > 0) url.searchParams.set("shard", String(shard));
     const socket = new WebSocket(url, { headers: { authorization: `Bearer ${this.options.token}` }, handshakeTimeout: 15_000 });
     this.socket = socket;
     socket.on("open", () => {
       this.failures = 0;
-      this.options.log.info({ gateway: url.origin }, "connected to gateway");
+      this.options.log.info({ gateway: url.origin, shard }, "connected to gateway");
       this.emit("open");
     });
     socket.on("message", (data) => {
@@ -77,7 +81,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; message: [Gatewa
       this.options.log.error({ status: res.statusCode }, res.statusCode === 401 ? "the gateway refused the runner token" : "gateway refused the connection");
       socket.terminate();
     });
-    socket.on("error", (err) => this.options.log.warn({ err: err.message }, "gateway socket error"));
+    socket.on("error", (err) => this.options.log.warn({ err: err.message, shard }, "gateway socket error"));
     socket.on("close", () => {
       if (this.socket === socket) this.socket = null;
       this.emit("close");
@@ -90,7 +94,7 @@ export class GatewayConnection extends EventEmitter<{ open: []; message: [Gatewa
     const max = this.options.maxBackoffMs ?? 30_000;
     const delay = Math.min(max, min * 2 ** this.failures) * (0.5 + Math.random() / 2);
     this.failures += 1;
-    this.options.log.info({ delayMs: Math.round(delay) }, "reconnecting to gateway");
+    this.options.log.info({ delayMs: Math.round(delay), shard: this.options.shard ?? 0 }, "reconnecting to gateway");
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 }

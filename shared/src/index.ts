@@ -1,3 +1,4 @@
 export * from "./notebook.js";
 export * from "./protocol.js";
 export * from "./grades.js";
+export * from "./shards.js";

@@ -27,6 +27,8 @@ export const HelloMessage = z.object({
 /**
  * "I am willing to hold `capacity` jobs at once now." The gateway counts the leases it gave the runner
  * itself, so a lease and a ready that cross on the wire never overfill the runner. 0 means draining.
+ * With several shards, each socket's capacity is what the runner holds from that shard plus its free
+ * slots; two shards that fill the same slot at once get the extra lease back as a `release`.
  */
 export const ReadyMessage = z.object({ type: z.literal("ready"), capacity: z.number().int().min(0).max(256) });
 
@@ -60,6 +62,11 @@ export const WelcomeMessage = z.object({
   leaseTtlMs: z.number().int().positive(),
   /** Of the leases the runner said it holds, those it must drop (expired or already regraded elsewhere). */
   dropped: z.array(LeaseRef).default([]),
+  /**
+   * How many Dispatcher shards the queue is split into. The runner keeps a socket to each
+   * (`/runner/v1/connect?shard=k`) and offers its free slots on all of them.
+   */
+  shards: z.number().int().min(1).max(64).default(1),
 });
 
 export const JobSpec = z.object({

@@ -11,6 +11,7 @@ import { type Env, intSetting } from "../env.js";
 import { JobQueue, type JobRow } from "./queue.js";
 import { passbackOutbox } from "../passback/outbox.js";
 import { type JobJournal, journalFor } from "./journal.js";
+import { shardCount } from "./stub.js";
 
 /** What the Dispatcher remembers about a runner's socket; kept on the socket so it survives hibernation. */
 interface Session {
@@ -151,7 +152,7 @@ export class Dispatcher extends DurableObject<Env> {
         session.instance = message.runner;
         ws.serializeAttachment(session);
         const dropped = this.adoptLeases(session, message.holding);
-        send(ws, { type: "welcome", heartbeatMs: this.heartbeatMs, leaseTtlMs: this.leaseTtlMs, dropped });
+        send(ws, { type: "welcome", heartbeatMs: this.heartbeatMs, leaseTtlMs: this.leaseTtlMs, dropped, shards: shardCount(this.env) });
         break;
       }
       case "ready":

@@ -1,4 +1,4 @@
-import { dispatcherFor } from "../dispatcher/stub.js";
+import { queueStats } from "../dispatcher/queue-stats.js";
 import type { Env } from "../env.js";
 
 /**
@@ -53,7 +53,7 @@ export async function assignmentStats(env: Env, course: string, assignment: stri
   const t = (totals!.results[0] ?? {}) as Record<string, number | null>;
   const scoreBins = Array.from({ length: SCORE_BINS }, () => 0);
   for (const b of bins!.results as Array<{ bin: number; n: number }>) scoreBins[b.bin] = b.n;
-  const stats = await dispatcherFor(env).stats();
+  const stats = await queueStats(env);
   return {
     totals: {
       submissions: t.submissions ?? 0,

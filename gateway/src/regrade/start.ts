@@ -4,7 +4,7 @@ import { z } from "zod";
 import type { Principal } from "../auth/service-tokens.js";
 import { database, nowIso } from "../db/client.js";
 import { assignments, regradeItems, regrades, submissions } from "../db/schema.js";
-import { dispatcherFor } from "../dispatcher/stub.js";
+import { allDispatchers, dispatcherShard, jobsByShard } from "../dispatcher/stub.js";
 import type { Env } from "../env.js";
 import { ApiError } from "../errors.js";
 import type { RegradeRow } from "./view.js";
@@ -102,7 +102,8 @@ export async function startRegrade(env: Env, principal: Principal, course: strin
       timeoutMs: grader.timeoutSeconds * 1000,
       regradeId: regrade.id,
     }));
-    if (jobs.length > 0) await dispatcherFor(env).enqueueMany(jobs, REGRADE_PRIORITY);
+    // Each shard takes its share whole; if one fails, the catch below cancels the regrade in every shard.
+    await Promise.all([...jobsByShard(env, jobs)].map(([shard, share]) => dispatcherShard(env, shard).enqueueMany(share, REGRADE_PRIORITY)));
     const [started] = await db
       .update(regrades)
       .set({ total: jobs.length, ...(jobs.length === 0 ? { state: "finished", finishedAt: nowIso(), message: "No submission matched." } : {}), updatedAt: nowIso() })
@@ -119,7 +120,7 @@ export async function startRegrade(env: Env, principal: Principal, course: strin
 
 /** Stops a regrade: its waiting jobs are dropped, leased ones revoked; what was already applied stays. */
 export async function cancelRegrade(env: Env, regradeId: number, reason: string): Promise<void> {
-  await dispatcherFor(env).cancelRegrade(regradeId);
+  await Promise.all(allDispatchers(env).map((d) => d.cancelRegrade(regradeId)));
   const db = database(env.DB);
   const at = nowIso();
   await db.batch([

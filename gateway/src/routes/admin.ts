@@ -9,7 +9,8 @@ import { database, nowIso } from "../db/client.js";
 import { PASSBACK_STATES, TOKEN_KINDS, apiTokens, assignments, passbacks } from "../db/schema.js";
 import { retryPassback } from "../passback/retry.js";
 import { passbackView } from "../passback/view.js";
-import { dispatcherFor } from "../dispatcher/stub.js";
+import { queueStats } from "../dispatcher/queue-stats.js";
+import { allDispatchers } from "../dispatcher/stub.js";
 import { ApiError } from "../errors.js";
 
 /**
@@ -56,7 +57,7 @@ adminRoutes.get("/stats", async (c) => {
   assertAdmin(c.get("principal"));
   const db = database(c.env.DB);
   const [queue, backlog] = await Promise.all([
-    dispatcherFor(c.env).stats(),
+    queueStats(c.env),
     db.select({ state: passbacks.state, n: count() }).from(passbacks).where(inArray(passbacks.state, ["pending", "retrying", "dead"])).groupBy(passbacks.state),
   ]);
   return c.json({
@@ -118,6 +119,6 @@ adminRoutes.delete("/tokens/:id", async (c) => {
   assertAdmin(c.get("principal"));
   const row = await revokeToken(database(c.env.DB), c.req.param("id"));
   if (!row) throw new ApiError(404, "token_not_found", `No live token ${c.req.param("id")}.`);
-  const disconnected = row.kind === "runner" ? await dispatcherFor(c.env).disconnectToken(row.id) : 0;
+  const disconnected = row.kind === "runner" ? (await Promise.all(allDispatchers(c.env).map((d) => d.disconnectToken(row.id)))).reduce((a, b) => a + b, 0) : 0;
   return c.json({ id: row.id, revoked_at: row.revokedAt, disconnected });
 });

@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { type RunnerEnv, requireRunner } from "../auth/service-tokens.js";
-import { dispatcherFor } from "../dispatcher/stub.js";
+import { queueStats } from "../dispatcher/queue-stats.js";
+import { dispatcherShard, shardCount } from "../dispatcher/stub.js";
 import { ApiError } from "../errors.js";
 
 /** What runners call: the job socket and the blobs a job needs. Every route takes a runner token. */
@@ -12,11 +13,18 @@ runnerRoutes.get("/connect", async (c) => {
   if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
     throw new ApiError(426, "websocket_expected", "Connect to this endpoint with a WebSocket upgrade.");
   }
+  // `?shard=k` picks one of the Dispatcher's shards; a runner learns how many there are from the
+  // welcome on shard 0 (the default, so a runner that predates sharding still reaches shard 0).
+  const shard = Number(c.req.query("shard") ?? "0");
+  const shards = shardCount(c.env);
+  if (!Number.isInteger(shard) || shard < 0 || shard >= shards) {
+    throw new ApiError(400, "invalid_shard", `shard must be an integer from 0 to ${shards - 1}.`);
+  }
   // The Dispatcher trusts this header only because nothing but this Worker can reach it.
   const headers = new Headers(c.req.raw.headers);
   headers.set("x-otter-runner", c.get("runner"));
   headers.set("x-otter-runner-token-id", c.get("runnerTokenId"));
-  return dispatcherFor(c.env).fetch(new Request(c.req.url, { headers }));
+  return dispatcherShard(c.env, shard).fetch(new Request(c.req.url, { headers }));
 });
 
 /**
@@ -25,7 +33,7 @@ runnerRoutes.get("/connect", async (c) => {
  * fleet already holds, so the autoscaler needs no admin credential.
  */
 runnerRoutes.get("/queue", async (c) => {
-  const { pending, leased, oldestEnqueuedAt } = await dispatcherFor(c.env).stats();
+  const { pending, leased, oldestEnqueuedAt } = await queueStats(c.env);
   return c.json(
     { pending, leased, demand: pending + leased, oldest_enqueued_at: oldestEnqueuedAt ? new Date(oldestEnqueuedAt).toISOString() : null },
     200,
