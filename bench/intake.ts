@@ -16,6 +16,8 @@
  *                                         only), then a consumer drains them (lease + result + record)
  *   BENCH_BASELINE=<git ref>              also run that commit's gateway (a temporary git worktree) and
  *                                         measure both builds level by level, alternating which goes first
+ *   BENCH_SHARDS=1,2,4                    instead, run this build once per Dispatcher shard count
+ *                                         (DISPATCHER_SHARDS), level by level, rotating which goes first
  */
 import http from "node:http";
 import { createWriteStream, existsSync } from "node:fs";
@@ -38,6 +40,9 @@ const STUDENTS = Number(process.env.BENCH_STUDENTS ?? 10);
 const REQUEST_TIMEOUT_MS = 30_000;
 const BASELINE = process.env.BENCH_BASELINE;
 const SPLIT = Number(process.env.BENCH_SPLIT ?? 0);
+const SHARD_COUNTS = (process.env.BENCH_SHARDS ?? "").split(",").filter(Boolean).map(Number);
+if (SHARD_COUNTS.some((n) => !Number.isInteger(n) || n < 1)) throw new Error(`BENCH_SHARDS must list shard counts ≥ 1, e.g. 1,2,4`);
+if (SHARD_COUNTS.length > 0 && BASELINE) throw new Error("BENCH_SHARDS and BENCH_BASELINE compare different things; set one");
 
 interface LevelResult {
   build: string;
@@ -200,14 +205,14 @@ interface Target {
   healthz: (agent: http.Agent) => http.RequestOptions;
 }
 
-async function startTarget(build: string, root: string, work: string, body: Buffer): Promise<Target> {
+async function startTarget(build: string, root: string, work: string, body: Buffer, shards?: number): Promise<Target> {
   const students = Array.from({ length: STUDENTS }, (_, i) => `student${i}`);
   const credentials = newCredentials(students);
   const tokens = students.map((s) => credentials.students[s]!);
   console.log(`starting gateway "${build}" (wrangler dev from ${root}, state in ${work}) …`);
   // EDX_URL on loopback: passback has no consumer secret configured, so it never posts; this makes
   // sure that even if it did, nothing leaves the machine.
-  const gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9" }, root });
+  const gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9", ...(shards ? { DISPATCHER_SHARDS: String(shards) } : {}) }, root });
   if (process.env.BENCH_GATEWAY_LOG) {
     const log = createWriteStream(`${process.env.BENCH_GATEWAY_LOG}.${build}`);
     gateway.process.stdout?.on("data", (d: Buffer) => log.write(d));
@@ -311,7 +316,9 @@ async function main() {
   try {
     const nb = JSON.parse(await readFile(join(SAMPLE, "submissions", "full.ipynb"), "utf8"));
     const body = Buffer.from(JSON.stringify({ nb }));
-    targets.push(await startTarget(currentBuild(), ROOT, join(work, "current"), body));
+    if (SHARD_COUNTS.length > 0) {
+      for (const n of SHARD_COUNTS) targets.push(await startTarget(`${currentBuild()} ${n} shard${n > 1 ? "s" : ""}`, ROOT, join(work, `shards-${n}`), body, n));
+    } else targets.push(await startTarget(currentBuild(), ROOT, join(work, "current"), body));
     if (BASELINE) {
       baselineDir = await baselineCheckout(BASELINE, work);
       const ref = execFileSync("git", ["rev-parse", "--short", BASELINE], { cwd: ROOT }).toString().trim();
@@ -328,8 +335,8 @@ async function main() {
     // The platform's floor: the same HTTP stack (wrangler's proxy → workerd → Hono) with no work.
     for (const t of targets) results.push({ build: t.build, ...(await runLevel(t.gateway, "GET /healthz", 50, 2000, t.healthz, null)), drainMs: null });
     for (const [index, { concurrency, requests }] of LEVELS.entries()) {
-      // Alternate which build goes first, so neither always meets the machine warmer or busier.
-      const order = index % 2 === 0 ? targets : [...targets].reverse();
+      // Rotate which target goes first, so none always meets the machine warmer or busier.
+      const order = targets.map((_, i) => targets[(i + index) % targets.length]!);
       for (const t of order) {
         console.log(`${t.build}: POST /api/v1/submissions: concurrency ${concurrency}, ${requests} requests …`);
         const r = await runLevel(t.gateway, "POST /api/v1/submissions", concurrency, requests, t.submit, body);

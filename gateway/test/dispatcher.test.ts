@@ -221,6 +221,34 @@ describe("Dispatcher", () => {
     other.close();
   });
 
+  it("answers a runner's offer of free slots with how many it filled and whether it ran out of jobs, if asked to", async () => {
+    const a = uniqueAssignment("answers");
+    await setUpAssignment(a);
+    const ids = [(await submit(a)).id, (await submit(a)).id, (await submit(a)).id];
+    const runner = await TestRunner.connect("runner-a", { capacity: 2, otterVersions: [a.otterVersion], offerAnswers: true });
+    const first = await runner.next("lease");
+    const second = await runner.next("lease");
+    expect(await runner.next("offer_answer")).toEqual({ type: "offer_answer", leased: 2, exhausted: false });
+
+    // Results alone are not offers: the third job is leased into the freed slot without an answer.
+    runner.send({ type: "result", lease: first.lease, outcome: gradedOutcome(1) });
+    const third = await runner.next("lease");
+    runner.send({ type: "result", lease: second.lease, outcome: gradedOutcome(1) });
+    await settle(runner);
+    expect(runner.has("offer_answer")).toBe(false);
+    expect([first, second, third].map((l) => l.job.submissionId).sort()).toEqual([...ids].sort());
+
+    runner.send({ type: "ready", capacity: 2 });
+    expect(await runner.next("offer_answer")).toEqual({ type: "offer_answer", leased: 0, exhausted: true });
+    // A runner that did not ask gets no answers.
+    const quiet = await TestRunner.connect("runner-b", { capacity: 1, otterVersions: [a.otterVersion] });
+    quiet.send({ type: "ready", capacity: 1 });
+    await settle(quiet);
+    expect(quiet.has("offer_answer")).toBe(false);
+    runner.close();
+    quiet.close();
+  });
+
   it("answers a malformed runner message with a protocol error and keeps the socket", async () => {
     const runner = await TestRunner.connect("runner-a", { capacity: 0, otterVersions: [] });
     runner.send({ type: "result", lease: { jobId: "x" } });

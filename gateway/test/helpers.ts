@@ -109,16 +109,16 @@ export class TestRunner {
   }
 
   /** Connects as the named runner, with a runner token issued for it through the admin API. */
-  static async connect(runner = "runner-a", hello: { capacity: number; otterVersions: string[]; holding?: unknown[] } = { capacity: 1, otterVersions: [] }) {
+  static async connect(runner = "runner-a", hello: { capacity: number; otterVersions: string[]; holding?: unknown[]; offerAnswers?: boolean } = { capacity: 1, otterVersions: [] }) {
     return TestRunner.connectWithToken((await issueToken({ kind: "runner", name: runner })).token, hello);
   }
 
-  static async connectWithToken(token: string, hello: { capacity: number; otterVersions: string[]; holding?: unknown[] } = { capacity: 1, otterVersions: [] }) {
+  static async connectWithToken(token: string, hello: { capacity: number; otterVersions: string[]; holding?: unknown[]; offerAnswers?: boolean } = { capacity: 1, otterVersions: [] }) {
     const res = await SELF.fetch(`${BASE}/runner/v1/connect`, { headers: { upgrade: "websocket", authorization: `Bearer ${token}` } });
     if (res.status !== 101 || !res.webSocket) throw new Error(`connect: ${res.status} ${await res.text()}`);
     res.webSocket.accept();
     const runner = new TestRunner(res.webSocket);
-    runner.send({ type: "hello", protocol: 1, runner: "test", capacity: hello.capacity, otterVersions: hello.otterVersions, holding: (hello.holding ?? []) as never });
+    runner.send({ type: "hello", protocol: 1, runner: "test", capacity: hello.capacity, otterVersions: hello.otterVersions, holding: (hello.holding ?? []) as never, offerAnswers: hello.offerAnswers ?? false });
     await runner.next("welcome");
     return runner;
   }

@@ -7,6 +7,7 @@ import { gradeFromRun } from "./grading/results.js";
 import type { Sandbox } from "./grading/sandbox.js";
 import type { Logger } from "./log.js";
 import type { RunnerMetrics } from "./metrics.js";
+import { SlotOffers } from "./slot-offers.js";
 
 type ResultOutcome = import("@otter-edge/shared").ResultMessage["outcome"];
 
@@ -44,14 +45,17 @@ interface UnackedResult {
  * heartbeats for what it holds. A job whose lease is revoked is stopped and not reported.
  *
  * The gateway's queue may be split into shards (its welcome says how many): the agent keeps one socket
- * per shard and offers its free slots on every one; a lease that arrives when the slots are already
- * taken by another shard goes straight back (`release`), and the job is leased elsewhere.
+ * per shard and offers its free slots to one shard at a time (see SlotOffers); a lease that arrives
+ * when the slots are already taken by another shard goes straight back (`release`).
  */
 export class Agent {
   private readonly active = new Map<string, ActiveJob>();
   /** Sockets by shard; shard 0 is opened at start, the others once a welcome names them. */
   private readonly links = new Map<number, GatewayConnection>();
   private readonly heartbeats = new Map<number, NodeJS.Timeout>();
+  private readonly slotOffers = new SlotOffers();
+  /** The capacity last sent to each shard (hello or ready), so that only changes are sent. */
+  private readonly offered = new Map<number, number>();
   /**
    * Results sent (or due) but not yet acknowledged, by job id. A result finished while the gateway was
    * away, or lost with a socket that dropped, is sent again after the next welcome: its lease is
@@ -81,14 +85,19 @@ export class Agent {
     connection.on("open", () => {
       this.updateConnectedMetric();
       this.hello(shard);
+      this.offerSlots();
     });
     connection.on("close", () => {
       this.updateConnectedMetric();
       this.stopHeartbeat(shard);
+      // Its offer moves to an open shard.
+      this.offered.delete(shard);
+      this.offerSlots();
     });
     connection.on("message", (message) => {
       switch (message.type) {
         case "welcome":
+          this.slotOffers.setShardCount(message.shards);
           for (let other = 1; other < message.shards; other++) this.link(other);
           for (const lease of message.dropped) {
             this.abort(lease.jobId, "dropped by the gateway after reconnect");
@@ -114,6 +123,11 @@ export class Agent {
             this.stats.refused += 1;
             log.warn({ submissionId: message.lease.jobId, reason: message.reason }, "gateway refused the result");
           }
+          break;
+        case "offer_answer":
+          log.debug({ shard, leased: message.leased, exhausted: message.exhausted }, "offer answered");
+          this.slotOffers.answered(shard, message.exhausted);
+          this.offerSlots();
           break;
         case "error":
           log.error({ error: message.error, shard }, message.message);
@@ -156,30 +170,43 @@ export class Agent {
   }
 
   private hello(shard: number): void {
-    this.links.get(shard)?.send({
+    const capacity = this.capacities().get(shard) ?? 0;
+    const sent = this.links.get(shard)?.send({
       type: "hello",
       protocol: PROTOCOL_VERSION,
       runner: this.options.name,
-      capacity: this.offerTo(shard),
+      capacity,
       otterVersions: this.otterVersions,
       holding: this.holding(shard),
+      offerAnswers: true,
+      slots: this.options.capacity,
     });
+    if (sent) this.offered.set(shard, capacity);
   }
 
   /**
-   * What a shard may fill: the jobs it already has here plus every free slot. Each shard counts only
-   * its own leases, so with one shard this is simply the capacity.
+   * What each shard may fill: the jobs it already has here plus the free slots offered to it. Each
+   * shard counts only its own leases, so with one shard this is simply the capacity. 0 when draining.
    */
-  private offerTo(shard: number): number {
-    if (this.draining) return 0;
-    const held = [...this.active.values()].filter((j) => j.shard === shard).length;
-    return held + Math.max(0, this.options.capacity - this.active.size);
+  private capacities(): Map<number, number> {
+    const free = this.options.capacity - this.active.size;
+    const extra = this.slotOffers.offers(free, (shard) => this.links.get(shard)?.connected === true);
+    const capacities = new Map<number, number>();
+    for (const shard of this.links.keys()) {
+      const held = [...this.active.values()].filter((j) => j.shard === shard).length;
+      capacities.set(shard, this.draining ? 0 : held + (extra.get(shard) ?? 0));
+    }
+    return capacities;
   }
 
-  /** Tells every shard (or every shard but one, whose count did not change) what it may fill now. */
-  private offerSlots(except?: number): void {
-    for (const [shard, connection] of this.links) {
-      if (shard !== except) connection.send({ type: "ready", capacity: this.offerTo(shard) });
+  /** Tells each shard whose share changed what it may fill now. */
+  private offerSlots(): void {
+    for (const [shard, capacity] of this.capacities()) {
+      if (this.offered.get(shard) === capacity) continue;
+      if (this.links.get(shard)?.send({ type: "ready", capacity })) {
+        this.offered.set(shard, capacity);
+        this.options.log.debug({ shard, capacity, busy: this.active.size }, "offered slots");
+      }
     }
   }
 
@@ -222,11 +249,12 @@ export class Agent {
 
   private onLease(shard: number, message: LeaseMessage): void {
     const { log } = this.options;
+    log.debug({ shard, submissionId: message.lease.jobId, busy: this.active.size }, "lease");
     const connection = this.links.get(shard)!;
     if (this.draining || this.active.size >= this.options.capacity || this.active.has(message.lease.jobId)) {
-      // Another shard filled the slot first: say so before handing the job back, so this shard does
-      // not lease it to us again.
-      connection.send({ type: "ready", capacity: this.offerTo(shard) });
+      // Another shard filled the slot first. The ready that withdrew the slot from this shard went out
+      // when it was filled, so the shard does not lease this job to us again.
+      this.offerSlots();
       connection.send({ type: "release", lease: message.lease, reason: this.draining ? "runner draining" : "no free slot" });
       return;
     }
@@ -234,8 +262,8 @@ export class Agent {
     const jobLog = log.child({ submissionId: message.job.submissionId, attempt: message.attempt });
     const entry: ActiveJob = { shard, lease: message.lease, attempt: message.attempt, job: message.job, abort, done: Promise.resolve() };
     this.active.set(message.lease.jobId, entry);
-    // One slot fewer for the other shards (this shard counted its own lease).
-    this.offerSlots(shard);
+    this.slotOffers.leased(shard);
+    this.offerSlots();
     this.options.metrics?.busySlots.set(this.active.size);
     if (message.queuedMs !== undefined) this.options.metrics?.queueWaitSeconds.observe(message.queuedMs / 1000);
     entry.done = this.grade(entry, jobLog)
@@ -249,18 +277,27 @@ export class Agent {
           : { type: "result", lease: entry.lease, outcome: { kind: "infrastructure_error", message: "the runner produced a result that fails the protocol schema" } };
         // Kept until the gateway acknowledges it: a result must not be lost with a socket.
         this.unacked.set(entry.lease.jobId, { shard, message: result });
+        // The slot is offered anew before the result frees it on the gateway: otherwise the shard
+        // would fill it at once, even when the runner promised it to another shard.
+        this.freeSlot(entry);
         if (!connection.send(result)) jobLog.warn("gateway away: the result is sent when the runner reconnects");
       })
       .catch((err) => jobLog.error({ err: String(err) }, "job crashed"))
-      .finally(() => {
-        this.active.delete(message.lease.jobId);
-        this.options.metrics?.busySlots.set(this.active.size);
-        if (!this.draining) this.offerSlots();
-      })
+      .finally(() => this.freeSlot(entry))
       // The slot is free as soon as the result is sent (the gateway counts it free then, and leases
       // the next job at once: a slot still held here would refuse it). The finished container,
       // already stopped, is removed meanwhile; a drain waits for that too.
       .then(() => entry.cleanup);
+  }
+
+  /** Frees the job's slot (once) and offers it; a draining runner offers nothing. */
+  private freeSlot(entry: ActiveJob): void {
+    if (this.active.get(entry.lease.jobId) !== entry) return;
+    this.active.delete(entry.lease.jobId);
+    this.options.metrics?.busySlots.set(this.active.size);
+    if (this.draining) return;
+    this.slotOffers.slotFreed();
+    this.offerSlots();
   }
 
   private record(outcome: string, t0: number, timings: Record<string, number>): void {

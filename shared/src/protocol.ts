@@ -22,13 +22,17 @@ export const HelloMessage = z.object({
   otterVersions: z.array(z.string().max(40)).max(20),
   /** Leases the runner still holds after a reconnect; the gateway keeps those that are still valid. */
   holding: z.array(LeaseRef).max(256).default([]),
+  /** The runner wants an `offer_answer` after each hello and ready that offers free slots (see there). */
+  offerAnswers: z.boolean().default(false),
+  /** All the runner's grading slots, whatever share of them it offers this shard (shown to staff). */
+  slots: z.number().int().min(0).max(256).optional(),
 });
 
 /**
  * "I am willing to hold `capacity` jobs at once now." The gateway counts the leases it gave the runner
  * itself, so a lease and a ready that cross on the wire never overfill the runner. 0 means draining.
- * With several shards, each socket's capacity is what the runner holds from that shard plus its free
- * slots; two shards that fill the same slot at once get the extra lease back as a `release`.
+ * With several shards, each socket's capacity is what the runner holds from that shard plus the free
+ * slots it offers that shard; a lease for a slot another shard filled first comes back as a `release`.
  */
 export const ReadyMessage = z.object({ type: z.literal("ready"), capacity: z.number().int().min(0).max(256) });
 
@@ -102,10 +106,19 @@ export const AckMessage = z.object({
   reason: z.string().optional(),
 });
 
+/**
+ * Answer to a hello or ready (sent at the first dispatch after it that finds the runner a free slot
+ * on this shard): how many jobs were leased into the free slots (the leases come first), and
+ * whether the shard ran out of jobs for this runner.
+ * A runner that offers its free slots to one shard at a time moves on to the next shard when this
+ * one has run out, so that under a backlog no two shards are offered the same slot.
+ */
+export const OfferAnswerMessage = z.object({ type: z.literal("offer_answer"), leased: z.number().int().nonnegative(), exhausted: z.boolean() });
+
 /** The gateway took the lease back (expired); the runner stops work on it. */
 export const RevokeMessage = z.object({ type: z.literal("revoke"), lease: LeaseRef, reason: z.string() });
 
 export const ErrorMessage = z.object({ type: z.literal("error"), error: z.string(), message: z.string() });
 
-export const GatewayMessage = z.discriminatedUnion("type", [WelcomeMessage, LeaseMessage, AckMessage, RevokeMessage, ErrorMessage]);
+export const GatewayMessage = z.discriminatedUnion("type", [WelcomeMessage, LeaseMessage, AckMessage, RevokeMessage, ErrorMessage, OfferAnswerMessage]);
 export type GatewayMessage = z.infer<typeof GatewayMessage>;

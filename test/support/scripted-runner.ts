@@ -26,7 +26,7 @@ export class ScriptedRunner {
       socket.once("error", reject);
     });
     const runner = new ScriptedRunner(socket);
-    runner.send({ type: "hello", protocol: PROTOCOL_VERSION, runner: "scripted", capacity, otterVersions, holding: [] });
+    runner.send({ type: "hello", protocol: PROTOCOL_VERSION, runner: "scripted", capacity, otterVersions, holding: [], offerAnswers: false });
     return runner;
   }
 

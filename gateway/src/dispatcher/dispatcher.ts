@@ -21,11 +21,17 @@ interface Session {
   instance?: string;
   /** The runner token this socket authenticated with: revoking it closes the socket. */
   tokenId: string;
-  /** Jobs the runner is willing to hold at once; 0 until it says hello, and when draining. */
+  /** Jobs the runner is willing to hold at once from this shard; 0 until it says hello, and when draining. */
   capacity: number;
+  /** All the runner's slots, over every shard (from hello; a runner that predates shards sends none). */
+  slots?: number;
   otterVersions: string[];
   /** Epoch ms of the last message from the runner (hello, ready, heartbeat, result, ...). */
   lastSeen?: number;
+  /** The runner asked for an `offer_answer` after each offer of free slots. */
+  offerAnswers?: boolean;
+  /** Its last hello or ready is not answered yet (it is, at the first dispatch that finds a slot free). */
+  awaitingAnswer?: boolean;
 }
 
 const BACKOFF_BASE_MS = 2_000;
@@ -110,6 +116,7 @@ export class Dispatcher extends DurableObject<Env> {
         runner: session.runner,
         instance: session.instance ?? null,
         capacity: session.capacity,
+        slots: session.slots ?? null,
         holding: held.get(session.sessionId) ?? 0,
         otterVersions: session.otterVersions,
         lastSeenAt: session.lastSeen ? new Date(session.lastSeen).toISOString() : null,
@@ -148,8 +155,11 @@ export class Dispatcher extends DurableObject<Env> {
     switch (message.type) {
       case "hello": {
         session.capacity = message.capacity;
+        session.slots = message.slots;
         session.otterVersions = message.otterVersions;
         session.instance = message.runner;
+        session.offerAnswers = message.offerAnswers;
+        session.awaitingAnswer = message.offerAnswers;
         ws.serializeAttachment(session);
         const dropped = this.adoptLeases(session, message.holding);
         send(ws, { type: "welcome", heartbeatMs: this.heartbeatMs, leaseTtlMs: this.leaseTtlMs, dropped, shards: shardCount(this.env) });
@@ -157,6 +167,7 @@ export class Dispatcher extends DurableObject<Env> {
       }
       case "ready":
         session.capacity = message.capacity;
+        session.awaitingAnswer = session.offerAnswers;
         ws.serializeAttachment(session);
         break;
       case "heartbeat":
@@ -296,9 +307,12 @@ export class Dispatcher extends DurableObject<Env> {
     const now = Date.now();
     const held = this.queue.heldBySession();
     for (const { ws, session } of this.sessions(except)) {
+      // A slot still counted busy here (a result not yet handled) is not free yet; an offer that finds
+      // no free slot is answered at a later dispatch, once one is.
       const free = session.capacity - (held.get(session.sessionId) ?? 0);
       if (free <= 0) continue;
-      for (const job of this.queue.pending(now, free, session.otterVersions)) {
+      const jobs = this.queue.pending(now, free, session.otterVersions);
+      for (const job of jobs) {
         const token = crypto.randomUUID();
         const spec = JSON.parse(job.spec) as JobSpec;
         const deadline = now + this.leaseTtlMs;
@@ -307,6 +321,11 @@ export class Dispatcher extends DurableObject<Env> {
         const attempt = this.queue.lease(job.id, { token, sessionId: session.sessionId, runner: session.runner, deadline, hardDeadline });
         send(ws, { type: "lease", lease: { jobId: job.id, token }, attempt, deadline, job: spec, queuedMs: Math.max(0, now - Math.max(job.enqueued_at, job.not_before)) });
         this.ctx.waitUntil(this.logged(this.journal(job).leased(attempt, session.runner)));
+      }
+      if (session.awaitingAnswer) {
+        send(ws, { type: "offer_answer", leased: jobs.length, exhausted: jobs.length < free });
+        session.awaitingAnswer = false;
+        ws.serializeAttachment(session);
       }
     }
     const next = this.queue.nextWakeup(now);
