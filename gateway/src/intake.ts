@@ -142,8 +142,11 @@ export async function acceptSubmission(env: Env, identity: Identity, rawBody: st
   const now = nowIso();
   // R2 and D1 at the same time; both must succeed before the Dispatcher hears of the job. A blob left
   // behind by a refused submission is harmless (content-addressed; the next identical notebook reuses it).
+  // Written only if absent: a class submitting the untouched notebook at once would otherwise rewrite
+  // one key over and over, and R2 allows about one write per second to a key. (A put whose condition
+  // fails resolves to null: the bytes are already there.)
   const [stored, inserted] = await Promise.allSettled([
-    env.BLOBS.put(`notebooks/${notebookSha256}`, bytes, { httpMetadata: { contentType: "application/x-ipynb+json" } }),
+    env.BLOBS.put(`notebooks/${notebookSha256}`, bytes, { httpMetadata: { contentType: "application/x-ipynb+json" }, onlyIf: { etagDoesNotMatch: "*" } }),
     insertSubmission(env, { id, user: identity.user, routing, sha256: notebookSha256, bytes: bytes.byteLength, at: now, detail: `submitted by ${identity.user} via ${identity.via}` }),
   ]);
   if (inserted.status === "rejected") throw inserted.reason;

@@ -44,6 +44,18 @@ describe("submission intake", () => {
     expect(JSON.parse(new TextDecoder().decode(bytes)).metadata.otter_service.course).toBe(a.course);
   });
 
+  it("writes an identical notebook to R2 once: a second submission of the same bytes reuses the stored blob", async () => {
+    const a = uniqueAssignment("r2-once");
+    await setUpAssignment(a);
+    const sha = async (id: string) => (await env.DB.prepare("SELECT notebook_sha256 AS sha FROM submissions WHERE id = ?").bind(id).first<{ sha: string }>())!.sha;
+    const first = await sha((await submit(a)).id);
+    const stored = await env.BLOBS.head(`notebooks/${first}`);
+    const second = await sha((await submit(a)).id);
+    expect(second).toBe(first);
+    // Each R2 write makes a new version: the same version means the second submission wrote nothing.
+    expect((await env.BLOBS.head(`notebooks/${second}`))!.version).toBe(stored!.version);
+  });
+
   const routing = { course: "nowhere", section: "1", assignment: "lab01" };
   const cases: Array<[string, () => Promise<{ status: number; body: { error?: string; message?: string } }>, number, string]> = [
     ["body that is not JSON", () => post("{not json"), 400, "invalid_json"],
