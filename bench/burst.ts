@@ -21,6 +21,7 @@
  *   BENCH_BURST=5000 BENCH_CONCURRENCY=200 BENCH_STUDENTS=50 BENCH_RUNNER_CAPACITY=2 BENCH_STANDIN=16
  *   BENCH_DRAIN_TIMEOUT_S=3600   give up waiting for the drain after this long (then the rest counts as not final)
  *   BENCH_GATEWAY_LOG=FILE       also copy wrangler's output to FILE
+ *   BENCH_SHARDS=1               the gateway's DISPATCHER_SHARDS (runner and stand-in connect to every shard)
  */
 import http from "node:http";
 import { createWriteStream } from "node:fs";
@@ -37,6 +38,7 @@ const STUDENTS = Number(process.env.BENCH_STUDENTS ?? 50);
 const RUNNER_CAPACITY = Number(process.env.BENCH_RUNNER_CAPACITY ?? 2);
 const STANDIN = Number(process.env.BENCH_STANDIN ?? 16);
 const DRAIN_TIMEOUT_MS = Number(process.env.BENCH_DRAIN_TIMEOUT_S ?? 3600) * 1000;
+const SHARDS = Number(process.env.BENCH_SHARDS ?? 1);
 const REQUEST_TIMEOUT_MS = 60_000;
 const STANDIN_NAME = "bench-standin";
 
@@ -117,7 +119,7 @@ async function main() {
     console.log(`building the trivial assignment with otter assign in ${work} …`);
     const built = await buildTrivialAssignment(work);
     console.log("starting gateway …");
-    gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9" } });
+    gateway = await startGateway({ stateDir: join(work, "state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9", DISPATCHER_SHARDS: String(SHARDS) } });
     const copy = process.env.BENCH_GATEWAY_LOG ? createWriteStream(process.env.BENCH_GATEWAY_LOG) : null;
     const keep = (d: Buffer) => {
       copy?.write(d);
@@ -222,7 +224,7 @@ async function main() {
     const realTimings = runner ? [...runnerTimings(runner.output()).values()] : [];
     const runnerErrors = runner ? runner.output().split("\n").filter((l) => /"level":(50|60)/.test(l)).slice(0, 10) : [];
 
-    console.log(`\nBurst (${new Date().toISOString()}), ${machine().cores} cores, Node ${process.version}; trivial assignment; ${BURST} POSTs, ${CONCURRENCY} in flight, ${STUDENTS} students`);
+    console.log(`\nBurst (${new Date().toISOString()}), ${machine().cores} cores, Node ${process.version}; trivial assignment; ${BURST} POSTs, ${CONCURRENCY} in flight, ${STUDENTS} students; ${SHARDS} Dispatcher shard${SHARDS > 1 ? "s" : ""}`);
     console.log(`grading: ${RUNNER_CAPACITY > 0 ? `real runner capacity ${RUNNER_CAPACITY} (${image})` : "no real runner"}${STANDIN > 0 ? ` + STAND-IN consumer capacity ${STANDIN} (answers at once, executes nothing)` : ""}`);
     console.log(`load: at start ${loadStart}; after the burst ${loadAfterBurst}; at drain ${loadDrained}\n`);
     console.log(
@@ -265,7 +267,7 @@ async function main() {
     const file = await writeResults("burst", {
       at: new Date().toISOString(),
       machine: machine(),
-      config: { burst: BURST, concurrency: CONCURRENCY, students: STUDENTS, runnerCapacity: RUNNER_CAPACITY, standin: STANDIN, image, candidates },
+      config: { burst: BURST, concurrency: CONCURRENCY, students: STUDENTS, shards: SHARDS, runnerCapacity: RUNNER_CAPACITY, standin: STANDIN, image, candidates },
       load: { start: loadStart, afterBurst: loadAfterBurst, drained: loadDrained },
       client: { accepted: accepted.length, refused, wallMs, latency, cpuMs },
       d1: { rows: rows.length, statusCounts, byRunner, eventCounts, doubled, multiLeased: multiLeased[0]?.n, failures, passbacks: passbacks[0], testRows: testRows[0]?.n },
