@@ -306,6 +306,8 @@ export class Dispatcher extends DurableObject<Env> {
   private async dispatch(except?: WebSocket): Promise<void> {
     const now = Date.now();
     const held = this.queue.heldBySession();
+    // One D1 batch for all the leases of this dispatch (a runner with many free slots takes many at once).
+    const leaseWrites: D1PreparedStatement[] = [];
     for (const { ws, session } of this.sessions(except)) {
       // A slot still counted busy here (a result not yet handled) is not free yet; an offer that finds
       // no free slot is answered at a later dispatch, once one is.
@@ -320,7 +322,7 @@ export class Dispatcher extends DurableObject<Env> {
         const hardDeadline = now + spec.timeoutMs + 2 * this.leaseTtlMs;
         const attempt = this.queue.lease(job.id, { token, sessionId: session.sessionId, runner: session.runner, deadline, hardDeadline });
         send(ws, { type: "lease", lease: { jobId: job.id, token }, attempt, deadline, job: spec, queuedMs: Math.max(0, now - Math.max(job.enqueued_at, job.not_before)) });
-        this.ctx.waitUntil(this.logged(this.journal(job).leased(attempt, session.runner)));
+        leaseWrites.push(...this.journal(job).leasedWrites(attempt, session.runner));
       }
       if (session.awaitingAnswer) {
         send(ws, { type: "offer_answer", leased: jobs.length, exhausted: jobs.length < free });
@@ -328,6 +330,7 @@ export class Dispatcher extends DurableObject<Env> {
         ws.serializeAttachment(session);
       }
     }
+    if (leaseWrites.length > 0) this.ctx.waitUntil(this.logged(this.env.DB.batch(leaseWrites)));
     const next = this.queue.nextWakeup(now);
     if (next !== null) {
       // The alarm time is remembered in memory (read once after each wake-up) to spare a storage call per dispatch.

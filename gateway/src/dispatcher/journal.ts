@@ -1,15 +1,16 @@
 import type { Grade, JobSpec } from "@otter-edge/shared";
 import type { Env } from "../env.js";
 import { repostPolicyGrade } from "../passback/repost.js";
-import { recordRegradeFailed, recordRegradeGrade, recordRegradeLeased, recordRegradeRequeued } from "../regrade/record.js";
-import { recordFailed, recordGrade, recordLeased, recordRequeued } from "./record.js";
+import { recordRegradeFailed, recordRegradeGrade, recordRegradeRequeued, regradeLeasedWrites } from "../regrade/record.js";
+import { leasedWrites, recordFailed, recordGrade, recordRequeued } from "./record.js";
 
 /**
  * Where the Dispatcher writes what happens to a job: the submission's own row for a new submission,
  * the regrade's item row for a regrade job. The Dispatcher itself does not care which.
  */
 export interface JobJournal {
-  leased(attempt: number, runner: string): Promise<void>;
+  /** The D1 writes for a lease; the caller runs them, batched with the other leases of the moment. */
+  leasedWrites(attempt: number, runner: string): D1PreparedStatement[];
   requeued(reason: string): Promise<void>;
   failed(reason: string): Promise<void>;
   /** Records a grade; `passbackDue` says the outbox has a new row to deliver. */
@@ -21,7 +22,7 @@ export function journalFor(env: Env, job: JobSpec): JobJournal {
   const regradeId = job.regradeId;
   if (regradeId === undefined) {
     return {
-      leased: (attempt, runner) => recordLeased(env.DB, id, attempt, runner),
+      leasedWrites: (attempt, runner) => leasedWrites(env.DB, id, attempt, runner),
       requeued: (reason) => recordRequeued(env.DB, id, reason),
       failed: (reason) => recordFailed(env.DB, id, reason),
       graded: async (token, runner, grade) => {
@@ -31,7 +32,7 @@ export function journalFor(env: Env, job: JobSpec): JobJournal {
     };
   }
   return {
-    leased: (attempt) => recordRegradeLeased(env.DB, regradeId, id, attempt),
+    leasedWrites: (attempt) => regradeLeasedWrites(env.DB, regradeId, id, attempt),
     requeued: (reason) => recordRegradeRequeued(env.DB, regradeId, id, reason),
     failed: (reason) => recordRegradeFailed(env.DB, regradeId, id, reason),
     graded: async (token, runner, grade) => {

@@ -6,14 +6,15 @@ import { nowIso } from "../db/client.js";
  * late or repeated write can never move a submission backwards or record a second grade.
  */
 
-export async function recordLeased(db: D1Database, id: string, attempt: number, runner: string): Promise<void> {
+/** The writes for a lease, not yet run: the Dispatcher sends every lease of one dispatch in one batch. */
+export function leasedWrites(db: D1Database, id: string, attempt: number, runner: string): D1PreparedStatement[] {
   const at = nowIso();
-  await db.batch([
+  return [
     db
       .prepare("UPDATE submissions SET status = 'leased', attempts = ?2, runner = ?3, leased_at = ?4, updated_at = ?4 WHERE id = ?1 AND status IN ('queued', 'leased')")
       .bind(id, attempt, runner, at),
     db.prepare("INSERT INTO submission_events (submission_id, at, state, detail) VALUES (?1, ?2, 'leased', ?3)").bind(id, at, `attempt ${attempt} on runner ${runner}`),
-  ]);
+  ];
 }
 
 export async function recordRequeued(db: D1Database, id: string, reason: string): Promise<void> {

@@ -20,11 +20,9 @@ const finishIfDone = (db: D1Database, regradeId: number, at: string) =>
     )
     .bind(regradeId, at);
 
-export async function recordRegradeLeased(db: D1Database, regradeId: number, submissionId: string, attempt: number): Promise<void> {
-  await db
-    .prepare(`UPDATE regrade_items SET state = 'leased', attempts = ?3, updated_at = ?4 WHERE ${ITEM} AND state IN ('queued', 'leased')`)
-    .bind(regradeId, submissionId, attempt, nowIso())
-    .run();
+/** The write for a regrade job's lease, not yet run (see leasedWrites). */
+export function regradeLeasedWrites(db: D1Database, regradeId: number, submissionId: string, attempt: number): D1PreparedStatement[] {
+  return [db.prepare(`UPDATE regrade_items SET state = 'leased', attempts = ?3, updated_at = ?4 WHERE ${ITEM} AND state IN ('queued', 'leased')`).bind(regradeId, submissionId, attempt, nowIso())];
 }
 
 export async function recordRegradeRequeued(db: D1Database, regradeId: number, submissionId: string, reason: string): Promise<void> {
