@@ -21,6 +21,7 @@ describe("SlotOffers: which shard a runner's free slots go to", () => {
     offers.leased(0);
     offers.slotFreed();
     expect(offered(offers.offers(1, allOpen))).toEqual({ 1: 1 });
+    expect(offers.promisedTo(1)).toBe(1);
     offers.leased(1);
     offers.slotFreed();
     expect(offered(offers.offers(1, allOpen))).toEqual({ 2: 1 });
@@ -63,6 +64,8 @@ describe("SlotOffers: which shard a runner's free slots go to", () => {
     offers.setShardCount(3);
     for (const shard of [0, 1, 2]) offers.answered(shard, true);
     expect(offered(offers.offers(2, allOpen))).toEqual({ 0: 2, 1: 2, 2: 2 });
+    // Offers to every shard at once are not promises: no shard is asked to answer for them.
+    expect([0, 1, 2].map((shard) => offers.promisedTo(shard))).toEqual([0, 0, 0]);
     offers.leased(2);
     expect(offered(offers.offers(1, allOpen))).toEqual({ 2: 1 });
   });

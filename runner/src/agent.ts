@@ -199,10 +199,17 @@ export class Agent {
     return capacities;
   }
 
-  /** Tells each shard whose share changed what it may fill now. */
-  private offerSlots(): void {
+  /**
+   * Tells each shard whose share changed what it may fill now. `renewPromises`: also each shard that
+   * holds a promised slot whose number did not change (a slot that freed and was promised again to
+   * the shard it came from), so that it answers whether it has a job for it; without an answer an
+   * empty shard would keep the slot while others wait.
+   */
+  private offerSlots(renewPromises = false): void {
+    // With one shard there is nowhere else for a slot to go: nothing to ask.
+    renewPromises &&= this.links.size > 1;
     for (const [shard, capacity] of this.capacities()) {
-      if (this.offered.get(shard) === capacity) continue;
+      if (this.offered.get(shard) === capacity && !(renewPromises && this.slotOffers.promisedTo(shard) > 0)) continue;
       if (this.links.get(shard)?.send({ type: "ready", capacity })) {
         this.offered.set(shard, capacity);
         this.options.log.debug({ shard, capacity, busy: this.active.size }, "offered slots");
@@ -231,6 +238,10 @@ export class Agent {
       setInterval(() => {
         const holding = this.holding(shard);
         if (holding.length > 0) this.links.get(shard)?.send({ type: "heartbeat", holding });
+        // A slot promised to this shard and neither filled nor answered since: ask again, so that no
+        // lost answer can leave a slot parked on an empty shard for longer than a heartbeat.
+        const offered = this.offered.get(shard);
+        if (this.links.size > 1 && this.slotOffers.promisedTo(shard) > 0 && offered !== undefined) this.links.get(shard)?.send({ type: "ready", capacity: offered });
       }, intervalMs),
     );
   }
@@ -297,7 +308,7 @@ export class Agent {
     this.options.metrics?.busySlots.set(this.active.size);
     if (this.draining) return;
     this.slotOffers.slotFreed();
-    this.offerSlots();
+    this.offerSlots(true);
   }
 
   private record(outcome: string, t0: number, timings: Record<string, number>): void {

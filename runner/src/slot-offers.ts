@@ -47,6 +47,11 @@ export class SlotOffers {
     return new Map(this.shards.map((shard) => [shard, isOpen(shard) ? (this.promised.get(shard) ?? 0) + standing : 0]));
   }
 
+  /** Free slots promised to this shard and not filled yet (not counting offers to every shard at once). */
+  promisedTo(shard: number): number {
+    return this.promised.get(shard) ?? 0;
+  }
+
   /** A slot freed: it goes to the next shard in rotation, which is asked again even if it ran out before. */
   slotFreed(): void {
     this.turn = this.shards[(this.shards.indexOf(this.turn) + 1) % this.shards.length] ?? 0;
