@@ -359,7 +359,12 @@ export async function loginAndAuthorize(user: string, password: string, authoriz
   const redirectUri = new URL(authorizeUrl).searchParams.get("redirect_uri");
   if (!redirectUri) throw new Error(`no redirect_uri in ${authorizeUrl}`);
   const isCallback = (location: string) => location.startsWith(redirectUri.split("?")[0]!);
-  const fail = async (step: string, res: Response) => new Error(`hub OAuth ${step}: ${res.status} ${res.headers.get("location") ?? ""}\n${(await res.text()).slice(0, 2000)}`);
+  const fail = async (step: string, res: Response) => {
+    const body = await res.text();
+    // The hub's own reason (a refused login says it in the form), rather than the page's long head.
+    const reason = /class="login_error"[^>]*>([^<]*)</.exec(body)?.[1]?.trim();
+    return new Error(`hub OAuth ${step}: ${res.status} ${res.headers.get("location") ?? ""}${reason ? ` (${reason})` : ""}\n${body.slice(body.indexOf("<body") >= 0 ? body.indexOf("<body") : 0).slice(0, 2000)}`);
+  };
 
   // 1. authorize without a session → login page
   let res = await jar.fetch(authorizeUrl);
