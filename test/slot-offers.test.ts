@@ -8,6 +8,8 @@ describe("SlotOffers: which shard a runner's free slots go to", () => {
   it("with one shard, offers every free slot to it, whatever it answers", () => {
     const offers = new SlotOffers();
     expect(offered(offers.offers(3, allOpen))).toEqual({ 0: 3 });
+    // Nowhere else for the slots to go: shard 0 is never asked to answer for them.
+    expect(offers.shouldAsk(0)).toBe(false);
     offers.answered(0, true);
     expect(offered(offers.offers(3, allOpen))).toEqual({ 0: 3 });
     expect(offered(offers.offers(0, allOpen))).toEqual({});
@@ -22,6 +24,7 @@ describe("SlotOffers: which shard a runner's free slots go to", () => {
     offers.slotFreed();
     expect(offered(offers.offers(1, allOpen))).toEqual({ 1: 1 });
     expect(offers.promisedTo(1)).toBe(1);
+    expect(offers.shouldAsk(1)).toBe(true);
     offers.leased(1);
     offers.slotFreed();
     expect(offered(offers.offers(1, allOpen))).toEqual({ 2: 1 });

@@ -206,10 +206,8 @@ export class Agent {
    * empty shard would keep the slot while others wait.
    */
   private offerSlots(renewPromises = false): void {
-    // With one shard there is nowhere else for a slot to go: nothing to ask.
-    renewPromises &&= this.links.size > 1;
     for (const [shard, capacity] of this.capacities()) {
-      if (this.offered.get(shard) === capacity && !(renewPromises && this.slotOffers.promisedTo(shard) > 0)) continue;
+      if (this.offered.get(shard) === capacity && !(renewPromises && this.slotOffers.shouldAsk(shard))) continue;
       if (this.links.get(shard)?.send({ type: "ready", capacity })) {
         this.offered.set(shard, capacity);
         this.options.log.debug({ shard, capacity, busy: this.active.size }, "offered slots");
@@ -241,7 +239,7 @@ export class Agent {
         // A slot promised to this shard and neither filled nor answered since: ask again, so that no
         // lost answer can leave a slot parked on an empty shard for longer than a heartbeat.
         const offered = this.offered.get(shard);
-        if (this.links.size > 1 && this.slotOffers.promisedTo(shard) > 0 && offered !== undefined) this.links.get(shard)?.send({ type: "ready", capacity: offered });
+        if (this.slotOffers.shouldAsk(shard) && offered !== undefined) this.links.get(shard)?.send({ type: "ready", capacity: offered });
       }, intervalMs),
     );
   }

@@ -52,6 +52,14 @@ export class SlotOffers {
     return this.promised.get(shard) ?? 0;
   }
 
+  /**
+   * Whether the shard should be asked (again) to answer for the slots promised to it: it holds some,
+   * and there is another shard they could go to.
+   */
+  shouldAsk(shard: number): boolean {
+    return this.shards.length > 1 && this.promisedTo(shard) > 0;
+  }
+
   /** A slot freed: it goes to the next shard in rotation, which is asked again even if it ran out before. */
   slotFreed(): void {
     this.turn = this.shards[(this.shards.indexOf(this.turn) + 1) % this.shards.length] ?? 0;

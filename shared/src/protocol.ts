@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { Grade } from "./grades.js";
+import { MAX_SHARDS } from "./shards.js";
 
 /** Bumped when a message changes incompatibly; the gateway refuses runners that speak another version. */
 export const PROTOCOL_VERSION = 1;
@@ -70,7 +71,7 @@ export const WelcomeMessage = z.object({
    * How many Dispatcher shards the queue is split into. The runner keeps a socket to each
    * (`/runner/v1/connect?shard=k`) and offers its free slots on all of them.
    */
-  shards: z.number().int().min(1).max(64).default(1),
+  shards: z.number().int().min(1).max(MAX_SHARDS).default(1),
 });
 
 export const JobSpec = z.object({

@@ -1,3 +1,6 @@
+/** The most Dispatcher shards a gateway may have (and a welcome may name). */
+export const MAX_SHARDS = 64;
+
 /**
  * Which of the gateway's Dispatcher shards holds a submission's job. Here, not in the gateway, so
  * that tests and tools compute it the same way.

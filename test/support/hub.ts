@@ -363,7 +363,7 @@ export async function loginAndAuthorize(user: string, password: string, authoriz
     const body = await res.text();
     // The hub's own reason (a refused login says it in the form), rather than the page's long head.
     const reason = /class="login_error"[^>]*>([^<]*)</.exec(body)?.[1]?.trim();
-    return new Error(`hub OAuth ${step}: ${res.status} ${res.headers.get("location") ?? ""}${reason ? ` (${reason})` : ""}\n${body.slice(body.indexOf("<body") >= 0 ? body.indexOf("<body") : 0).slice(0, 2000)}`);
+    return new Error(`hub OAuth ${step}: ${res.status} ${res.headers.get("location") ?? ""}${reason ? ` (${reason})` : ""}\n${body.slice(Math.max(0, body.indexOf("<body"))).slice(0, 2000)}`);
   };
 
   // 1. authorize without a session → login page

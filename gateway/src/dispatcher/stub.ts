@@ -1,20 +1,18 @@
-import { type JobSpec, shardOf } from "@otter-edge/shared";
-import type { Env } from "../env.js";
+import { type JobSpec, MAX_SHARDS, shardOf } from "@otter-edge/shared";
+import { type Env, intSetting } from "../env.js";
 
 /**
  * The Dispatcher is split into `DISPATCHER_SHARDS` objects (1 unless configured): one Durable Object
  * is single-threaded, so one object for every course caps intake, leasing and results together.
  * A job lives in the shard its submission id hashes to, so every submission spreads evenly, even
- * within one course; a runner holds a socket to every shard and offers its free slots to all.
+ * within one course; a runner holds a socket to every shard and promises each free slot to one shard
+ * at a time (runner/src/slot-offers.ts).
  *
  * The count may be raised, never lowered while jobs wait: a job stays in the shard it was queued in,
  * and runners only connect to shards below the current count.
  */
-export const MAX_SHARDS = 64;
-
 export function shardCount(env: Pick<Env, "DISPATCHER_SHARDS">): number {
-  const n = Number.parseInt(env.DISPATCHER_SHARDS ?? "1", 10);
-  return Number.isInteger(n) && n >= 1 ? Math.min(n, MAX_SHARDS) : 1;
+  return Math.min(intSetting(env.DISPATCHER_SHARDS, 1), MAX_SHARDS);
 }
 
 /** Shard 0 keeps the name of the single Dispatcher that came before sharding, and with it its queue. */
