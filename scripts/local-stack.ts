@@ -157,9 +157,16 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
 }
 
 /** Loads a course config and uploads an assignment's autograder with the `otter-edge` admin CLI, as staff would. */
-export async function configureAssignment(gatewayUrl: string, adminToken: string, a: { configFile: string; course: string; assignment: string; autograderZip: string; timeoutSeconds?: number }) {
+export async function configureAssignment(
+  gatewayUrl: string,
+  adminToken: string,
+  a: { configFile: string; course: string; assignment: string; autograderZip: string; timeoutSeconds?: number; isolation?: "kernel" | "grader" },
+) {
   await adminCli(gatewayUrl, adminToken, ["config", "load", a.configFile]);
-  return adminCli<{ sha256: string; otter_version: string }>(gatewayUrl, adminToken, ["autograder", "upload", a.course, a.assignment, a.autograderZip, "--timeout-seconds", String(a.timeoutSeconds ?? 600)]);
+  const isolation = a.isolation ? ["--isolation", a.isolation] : [];
+  return adminCli<{ sha256: string; otter_version: string; isolation: string }>(gatewayUrl, adminToken, [
+    "autograder", "upload", a.course, a.assignment, a.autograderZip, "--timeout-seconds", String(a.timeoutSeconds ?? 600), ...isolation,
+  ]);
 }
 
 export async function submitNotebook(gatewayUrl: string, token: string, notebookPath: string, path = "/api/v1/submissions") {

@@ -27,6 +27,11 @@
  *                     in the grader process (plain `otter run` 7.0.0 scores it 5/5): no pickle of the
  *                     kernel's is loaded any more.
  *
+ * That is the "grader" isolation. The forgery cases are also graded under "kernel" isolation (the
+ * default, where the tests run in the kernel exactly as `otter run` runs them): there the attacks on
+ * the checker (tamper-checker, tamper-values, read-tests) are open again and score what plain otter
+ * gives them, while those closed by the uid split and by refusing pickles stay closed.
+ *
  * OTTER_EDGE_HOSTILE_DISK=1 adds disk-fill (2 GB written to /job, the job's volume on the host disk).
  */
 import { execFile } from "node:child_process";
@@ -45,6 +50,18 @@ const TIME_LIMIT_S = 20;
 const MEMORY_BYTES = 512 * 1024 * 1024;
 const JOB_LABEL = "org.otter-edge.job";
 const REPORT = join(ROOT, ".otter-edge", "hostile-report.json");
+/** The sample assignment again, graded with isolation "kernel" (the hostile cases above use "grader"). */
+const KERNEL_ASSIGNMENT = "sample-kernel";
+/** Points (of 5) each forgery gets under "kernel" isolation: what plain `otter run` 7.0.0 gives it where the attack works in the kernel. */
+const KERNEL_POINTS: Record<string, number> = {
+  "tamper-results": 0, // /job/out and the zip are the grader uid's
+  "tamper-tests": 0, // otter's copy of the tests is readable, not writable, by the kernel's uid
+  "tamper-checker": 5, // open: the kernel's otter grades it, as under otter
+  "tamper-values": 3, // open: its objects compare equal to anything in the kernel, as under otter
+  "read-tests": 5, // open: the kernel reads the tests (hidden ones too), as under otter
+  "tamper-late": 0, // the student's processes are killed before results.json is written
+  "grader-exec": 0, // no log server, and the kernel's results are JSON, never unpickled
+};
 
 type Final = Record<string, any>;
 
@@ -106,6 +123,7 @@ describe("hostile notebooks through the real runner and Docker", () => {
   let danglingBefore: Set<string>;
   const jobIds: string[] = [];
   const finals = new Map<string, Promise<{ final: Final; seconds: number }>>();
+  const kernelFinals = new Map<string, Promise<{ final: Final; seconds: number }>>();
   const controls: Array<Promise<{ final: Final; seconds: number }>> = [];
   const table: Array<Record<string, unknown>> = [];
 
@@ -129,7 +147,13 @@ describe("hostile notebooks through the real runner and Docker", () => {
     credentials = newCredentials(["mallory"]);
     student = credentials.students.mallory!;
     gateway = await startGateway({ stateDir: join(work, "state"), credentials });
-    await configureAssignment(gateway.url, credentials.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: AUTOGRADER, timeoutSeconds: TIME_LIMIT_S });
+    // The sample course with a second assignment name for the same autograder, graded in the kernel.
+    const config = JSON.parse(await readFile(join(SAMPLE, "course-config.json"), "utf8"));
+    config.demo101["1"].assignments[KERNEL_ASSIGNMENT] = "sample-kernel-lti-block";
+    const configFile = join(work, "course-config.json");
+    await writeFile(configFile, JSON.stringify(config));
+    await configureAssignment(gateway.url, credentials.admin, { configFile, course: "demo101", assignment: "sample", autograderZip: AUTOGRADER, timeoutSeconds: TIME_LIMIT_S, isolation: "grader" });
+    await configureAssignment(gateway.url, credentials.admin, { configFile, course: "demo101", assignment: KERNEL_ASSIGNMENT, autograderZip: AUTOGRADER, timeoutSeconds: TIME_LIMIT_S, isolation: "kernel" });
     runner = startRunner({
       gatewayUrl: gateway.url,
       token: credentials.runner,
@@ -146,6 +170,13 @@ describe("hostile notebooks through the real runner and Docker", () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     controls.push(submit(FULL));
+    for (const name of Object.keys(KERNEL_POINTS)) {
+      const nb = JSON.parse(await readFile(join(HOSTILE, `${name}.ipynb`), "utf8"));
+      nb.metadata.otter_service.assignment = KERNEL_ASSIGNMENT;
+      const path = join(work, `${name}.kernel.ipynb`);
+      await writeFile(path, JSON.stringify(nb));
+      kernelFinals.set(name, submit(path));
+    }
   }, 120_000);
 
   afterAll(async () => {
@@ -249,6 +280,14 @@ describe("hostile notebooks through the real runner and Docker", () => {
     expect(JSON.stringify(final.tests)).not.toMatch(/forged/);
   }, T);
 
+  it.each(Object.entries(KERNEL_POINTS))("kernel isolation: %s scores %i of 5, as plain otter run gives it where the attack works in the kernel", async (name, points) => {
+    const { final, seconds } = await kernelFinals.get(name)!;
+    table.push({ case: `${name} (kernel)`, status: final.status, verdict: final.verdict, score: final.score, contain_s: containSeconds(final), submit_to_final_s: Math.round(seconds * 10) / 10, message: "" });
+    expect(final.status, `${name}: ${final.message}`).toBe("graded");
+    expect(final.verdict).toBe("graded");
+    expect([final.points, final.max_points]).toEqual([points, 5]);
+  }, T);
+
   it("print-flood: 100 MB printed and 100 MB to the container's stdout; grade completes, the runner holds none of it", async () => {
     const final = await outcome("print-flood");
     // otter keeps the printed output in its own (capped) memory; either it copes and the honest
@@ -274,7 +313,7 @@ describe("hostile notebooks through the real runner and Docker", () => {
   }, T);
 
   it("grades a correct notebook at exactly 1.0 beside and after every attack, and leaves nothing behind", async () => {
-    await Promise.allSettled([...finals.values()]);
+    await Promise.allSettled([...finals.values(), ...kernelFinals.values()]);
     controls.push(submit(FULL)); // once every attack is over
     for (const [i, control] of controls.entries()) {
       const { final, seconds } = await control;

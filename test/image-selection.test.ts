@@ -117,6 +117,7 @@ const job = (otterVersion: string) => ({
   autograder: Buffer.from("PK"),
   otterVersion,
   timeoutMs: 60_000,
+  isolation: "kernel" as const,
   signal: new AbortController().signal,
 });
 

@@ -31,6 +31,7 @@ const SAMPLE = join(ROOT, "assignments", "sample");
 const AUTOGRADER = readFileSync(join(SAMPLE, "dist", "autograder.zip"));
 const FULL = readFileSync(join(SAMPLE, "submissions", "full.ipynb"));
 const LOOP = readFileSync(join(ROOT, "assignments", "hostile", "infinite-loop.ipynb"));
+const TAMPER_CHECKER = readFileSync(join(ROOT, "assignments", "hostile", "tamper-checker.ipynb"));
 const NAME = `warm-pool-test-${process.pid}`;
 const docker = new Docker();
 const limits = { memoryBytes: 1024 ** 3, nanoCpus: 1e9, pidsLimit: 256, tmpfsBytes: 256 * 1024 ** 2 };
@@ -42,12 +43,13 @@ function sandbox(warmPool: { size: number; maxAgeMs: number }, name = NAME): Doc
   return s;
 }
 
-const job = (notebook: Buffer, timeoutMs = 120_000): SandboxInput => ({
+const job = (notebook: Buffer, timeoutMs = 120_000, isolation: SandboxInput["isolation"] = "kernel"): SandboxInput => ({
   jobId: `warm-${Math.random().toString(36).slice(2)}`,
   notebook,
   autograder: AUTOGRADER,
   otterVersion: "7.0.0",
   timeoutMs,
+  isolation,
   signal: new AbortController().signal,
 });
 
@@ -87,6 +89,26 @@ afterAll(async () => {
 });
 
 describe("warm pool", () => {
+  // The job's isolation reaches grade.py through job.json, in a warm container (started before the
+  // job was known) as in a cold one: tamper-checker rewrites otter's checker in its kernel, which
+  // counts under "kernel" (5/5, as plain otter run) and not under "grader" (0/5).
+  it.each([
+    ["warm", "kernel", 5],
+    ["warm", "grader", 0],
+    ["cold", "kernel", 5],
+    ["cold", "grader", 0],
+  ] as const)("a %s container grades with the job's isolation (%s: %i of 5)", async (start, isolation, points) => {
+    const s = sandbox({ size: start === "warm" ? 1 : 0, maxAgeMs: 600_000 });
+    if (start === "warm") {
+      s.fillPool();
+      await waitFor(async () => (await waiting()).length === 1, 60_000, () => "no warm container started");
+    }
+    const run = await s.run(job(TAMPER_CHECKER, 120_000, isolation));
+    expect(run.timings.warm ?? 0).toBe(start === "warm" ? 1 : 0);
+    expect(gradeFromRun(run, 120_000)).toMatchObject({ verdict: "graded", points, maxPoints: 5 });
+    await run.cleanup;
+  });
+
   it("hands each started container exactly one job, removes it after, and refills", async () => {
     const s = sandbox({ size: 1, maxAgeMs: 600_000 });
     s.fillPool();

@@ -23,10 +23,10 @@ export class AdminClient {
     return this.call<{ courses: number; sections: number; assignments: number }>("PUT", "/config", await readFile(file), "application/json");
   }
 
-  async uploadAutograder(course: string, assignment: string, zipFile: string, timeoutSeconds = 600) {
-    return this.call<{ sha256: string; otter_version: string; timeout_seconds: number }>(
+  async uploadAutograder(course: string, assignment: string, zipFile: string, timeoutSeconds = 600, isolation?: "kernel" | "grader") {
+    return this.call<{ sha256: string; otter_version: string; timeout_seconds: number; isolation: string }>(
       "PUT",
-      `/assignments/${encodeURIComponent(course)}/${encodeURIComponent(assignment)}/autograder?timeout_seconds=${timeoutSeconds}`,
+      `/assignments/${encodeURIComponent(course)}/${encodeURIComponent(assignment)}/autograder?timeout_seconds=${timeoutSeconds}${isolation ? `&isolation=${isolation}` : ""}`,
       await readFile(zipFile),
       "application/zip",
     );

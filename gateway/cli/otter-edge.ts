@@ -9,7 +9,9 @@ import { exportGrades } from "./grades-export.js";
 const HELP = `otter-edge: administer an otter-edge gateway
 
   otter-edge config load FILE                                 load the course config (JSON)
-  otter-edge autograder upload COURSE ASSIGNMENT ZIP [--timeout-seconds N]
+  otter-edge autograder upload COURSE ASSIGNMENT ZIP [--timeout-seconds N] [--isolation kernel|grader]
+      isolation: where the tests run; kernel (new assignments) grades exactly as \`otter run\`,
+      grader runs them outside the notebook's kernel (tamper-resistant); omitted: unchanged
   otter-edge passbacks list [--state pending|retrying|delivered|dead|superseded|disabled]
   otter-edge passbacks retry ID                               send a dead or retrying grade again now
   otter-edge tokens create runner|staff|admin NAME [--course C]  issue a token (printed once; staff need --course)
@@ -42,7 +44,7 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { gateway: { type: "string" }, "admin-token": { type: "string" }, "timeout-seconds": { type: "string" }, state: { type: "string" }, course: { type: "string" }, help: { type: "boolean" },
+    options: { gateway: { type: "string" }, "admin-token": { type: "string" }, "timeout-seconds": { type: "string" }, isolation: { type: "string" }, state: { type: "string" }, course: { type: "string" }, help: { type: "boolean" },
       section: { type: "string" }, assignment: { type: "string" }, since: { type: "string" }, until: { type: "string" }, policy: { type: "string" }, out: { type: "string" },
       local: { type: "boolean" }, remote: { type: "boolean" }, "persist-to": { type: "string" }, "page-size": { type: "string" },
       submission: { type: "string", multiple: true }, user: { type: "string" }, "only-outdated": { type: "boolean" }, "never-lower": { type: "boolean" },
@@ -67,7 +69,8 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case "autograder upload":
       if (rest.length < 3) break;
-      print(await client.uploadAutograder(rest[0]!, rest[1]!, rest[2]!, values["timeout-seconds"] ? Number(values["timeout-seconds"]) : undefined));
+      if (values.isolation !== undefined && values.isolation !== "kernel" && values.isolation !== "grader") break;
+      print(await client.uploadAutograder(rest[0]!, rest[1]!, rest[2]!, values["timeout-seconds"] ? Number(values["timeout-seconds"]) : undefined, values.isolation));
       return 0;
     case "passbacks list":
       print(await client.listPassbacks(values.state));

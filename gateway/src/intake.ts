@@ -1,4 +1,4 @@
-import { Notebook, OtterServiceRouting, SubmitBody, type JobSpec } from "@otter-edge/shared";
+import { Notebook, OtterServiceRouting, SubmitBody, type Isolation, type JobSpec } from "@otter-edge/shared";
 import { and, eq } from "drizzle-orm";
 import type { Identity } from "./auth/authenticate.js";
 import { sha256Hex } from "./autograder.js";
@@ -92,7 +92,7 @@ async function explainUnknownAssignment(env: Env, routing: OtterServiceRouting):
  */
 async function insertSubmission(env: Env, row: { id: string; user: string; routing: OtterServiceRouting; sha256: string; bytes: number; at: string; detail: string }) {
   const { course, section, assignment } = row.routing;
-  const [inserted, , grader] = await env.DB.batch<{ autograder_sha256: string; otter_version: string; timeout_seconds: number }>([
+  const [inserted, , grader] = await env.DB.batch<{ autograder_sha256: string; otter_version: string; timeout_seconds: number; isolation: Isolation }>([
     env.DB.prepare(
       `INSERT INTO submissions (id, user, course, section, assignment, notebook_sha256, notebook_bytes, autograder_sha256, status, attempts, created_at, updated_at)
        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, a.autograder_sha256, 'queued', 0, ?8, ?8
@@ -107,7 +107,7 @@ async function insertSubmission(env: Env, row: { id: string; user: string; routi
       row.detail,
     ),
     // Read in the same transaction: exactly the autograder the row was inserted with.
-    env.DB.prepare("SELECT autograder_sha256, otter_version, timeout_seconds FROM assignments WHERE course = ?1 AND assignment = ?2").bind(course, assignment),
+    env.DB.prepare("SELECT autograder_sha256, otter_version, timeout_seconds, isolation FROM assignments WHERE course = ?1 AND assignment = ?2").bind(course, assignment),
   ]);
   if ((inserted?.meta.changes ?? 0) === 0) return null;
   return grader?.results[0] ?? null;
@@ -163,6 +163,7 @@ export async function acceptSubmission(env: Env, identity: Identity, rawBody: st
     notebook: { sha256: notebookSha256, bytes: bytes.byteLength },
     autograder: { sha256: grader.autograder_sha256, otterVersion: grader.otter_version },
     timeoutMs: grader.timeout_seconds * 1000,
+    isolation: grader.isolation,
   };
   try {
     await dispatcherForJob(env, id).enqueue(job);

@@ -21,8 +21,13 @@ How `otter run` 7.0.0 grades, and what this changes:
     whatever any local process sends to it: both are code execution in the grader for anyone
     who can write that file or connect to localhost. Here neither exists: the export cell is
     dropped, the log server is not started, and nothing the kernel produced is ever unpickled.
-  * The tests do not run in the kernel (where the notebook could rewrite the checker, doctest
-    or numpy before they run): this process executes the notebook cell by cell, and at each
+  * Where the tests run is the assignment's choice (job.json beside the autograder, written by the
+    runner; see ISOLATIONS). "kernel" (the default) is otter's own grade_notebook, run as the
+    student's uid, with the tests in the kernel exactly as `otter run` does, so the grade is
+    otter's; only the log server and the pickle are gone (the results leave the kernel as JSON).
+    The notebook can rewrite the checker it is graded by, as it can under otter.
+  * "grader": the tests do not run in the kernel (where the notebook could rewrite the checker,
+    doctest or numpy before they run): this process executes the notebook cell by cell, and at each
     cell that is only `grader.check("q")` (otter checks there too), and at the end for every
     test not checked yet, runs otter's own test files itself, against a namespace whose names
     are read from the kernel through otter_edge_bridge: plain values as data, modules and
@@ -104,6 +109,39 @@ del _otter_edge_sys, _otter_edge_bridge
 # A cell that is nothing but `grader.check("q1")` (what otter assign writes after each question):
 # otter checks that question at this point of the notebook, and so does the grader.
 CHECK_LINE = re.compile(r"""^\s*[A-Za-z_][A-Za-z_0-9]*\.check\(\s*(?P<q>['"])(?P<name>[A-Za-z0-9_.\- ]+)(?P=q)\s*\)\s*;?\s*$""")
+
+# Where the tests run, per assignment (the runner writes it to /job/job.json, see job_settings):
+#   "kernel"  exactly as `otter run`: the tests run in the student's kernel, so the grade is otter's
+#             (the notebook could rewrite the checker it is graded by, as under otter itself);
+#   "grader"  the tests run in this process through otter_edge_bridge (tamper-resistant; a test the
+#             bridge cannot carry falls back to the kernel, see run_notebook).
+ISOLATIONS = ("kernel", "grader")
+DEFAULT_ISOLATION = "kernel"
+
+# Kernel isolation: otter's own init cell without its log client (the log server is not started:
+# it unpickles what any local process sends it), and otter's own export cell, except that the
+# results leave the kernel as JSON data (pass/fail and message per test case) instead of a pickle
+# the grader would load. The grader rebuilds the test files from its own copy (results_from_kernel).
+INIT_CELL_KERNEL = """\
+from otter import Notebook as {notebook_name}
+{notebook_name}.init_grading_mode("{test_dir}")
+"""
+EXPORT_CELL_KERNEL = """\
+from otter.execute import Checker
+for {tests_loop_var} in {tests_glob_json}:
+    Checker.check_if_not_already_checked({tests_loop_var})
+
+from otter.test_files import GradingResults
+results = GradingResults(Checker.get_results())
+
+import json
+with open("{results_path}", "x", encoding="utf-8") as f:
+    json.dump([{{"path": tf.path, "cases": [{{"passed": bool(r.passed), "message": r.message}}
+                                          for r in tf.test_case_results]}}
+               for tf in Checker.get_results()], f)
+"""
+# The kernel's results file is read only up to this size (otter's messages carry doctest output).
+MAX_KERNEL_RESULTS_BYTES = 64 * 1024 * 1024
 
 
 def fail_sandbox(message):
@@ -352,6 +390,123 @@ def run_notebook(nb, test_paths, checks, ignore_errors, seed=None):
     return nb, [results[p] for p in test_paths if p in results]
 
 
+def job_settings(autograder_path):
+    """The job's settings the runner wrote beside the autograder (job.json, the grader's alone):
+    {"isolation": "kernel" | "grader"}. Missing (an older runner): otter's own behaviour."""
+    path = os.path.join(os.path.dirname(os.path.abspath(autograder_path)), "job.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            settings = json.load(f)
+    except FileNotFoundError:
+        settings = {}
+    isolation = settings.get("isolation", DEFAULT_ISOLATION)
+    if isolation not in ISOLATIONS:
+        fail_sandbox(f"unknown isolation {isolation!r} in {path}")
+    return {"isolation": isolation}
+
+
+def results_from_kernel(results_path, test_dir):
+    """otter's TestFiles from the kernel's JSON export: the test files (cases, points, hidden) are
+    the grader's own copies, read from the grader-owned test directory; only each case's pass/fail
+    and message come from the kernel, as they do under otter. Raises on anything malformed, which
+    the caller reports as otter reports an export that failed."""
+    from otter.nbmeta_config import NBMetadataConfig
+    from otter.test_files import TestCaseResult, create_test_file
+
+    fd = os.open(results_path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(MAX_KERNEL_RESULTS_BYTES + 1)
+    if len(raw) > MAX_KERNEL_RESULTS_BYTES:
+        raise ValueError("the notebook's test results are larger than allowed")
+    entries = json.loads(raw.decode("utf-8"))
+    if type(entries) is not list:
+        raise ValueError("the notebook's test results are not a list")
+    tests_root = os.path.realpath(test_dir)
+    test_files = []
+    for entry in entries:
+        if type(entry) is not dict or type(entry.get("path")) is not str or type(entry.get("cases")) is not list:
+            raise ValueError("malformed test result from the notebook")
+        real = os.path.realpath(entry["path"])
+        if os.path.dirname(real) != tests_root or not os.path.isfile(real):
+            raise ValueError(f"test result for a file outside the tests: {entry['path'][:200]!r}")
+        tf = create_test_file(entry["path"], NBMetadataConfig())
+        cases = entry["cases"]
+        results = []
+        for i, tc in enumerate(tf.test_cases):
+            case = cases[i] if i < len(cases) else None
+            if type(case) is not dict or type(case.get("passed")) is not bool or not (case.get("message") is None or type(case["message"]) is str):
+                results.append(TestCaseResult(test_case=tc, message="❌ Test case did not report a result", passed=False))
+            else:
+                results.append(TestCaseResult(test_case=tc, message=case["message"], passed=case["passed"]))
+        tf.test_case_results = results
+        test_files.append(tf)
+    return test_files
+
+
+def make_grade_notebook_in_kernel():
+    """A replacement for otter.execute.grade_notebook that is otter's own, run as the student's uid:
+    same preprocessing, same execution (nbconvert's ExecutePreprocessor), the tests in the kernel;
+    only the log server and the pickle are gone (see INIT_CELL_KERNEL, EXPORT_CELL_KERNEL)."""
+    import secrets
+
+    import nbformat
+    from nbconvert.preprocessors import ExecutePreprocessor
+    from traitlets.config import Config
+
+    import otter.execute.preprocessor as otter_preprocessor
+    from otter.execute.preprocessor import GradingPreprocessor
+    from otter.test_files import GradingResults
+    from otter.utils import NBFORMAT_VERSION
+
+    otter_preprocessor.INIT_CELL_SOURCE = INIT_CELL_KERNEL
+    otter_preprocessor.EXPORT_CELL_SOURCE = EXPORT_CELL_KERNEL
+
+    def grade_notebook(submission_path, *, tests_glob=None, ignore_errors=True, script=False, cwd=None,
+                       test_dir=None, seed=None, seed_variable=None, log=None, variables=None,
+                       plugin_collection=None, force_python3_kernel=True):
+        if script:
+            with open(submission_path) as f:
+                nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f.read())])
+        else:
+            nb = nbformat.read(submission_path, as_version=NBFORMAT_VERSION)
+        if plugin_collection is not None:
+            nb = plugin_collection.before_execution(nb)
+        # Created by the kernel (the export cell opens it with "x"), in the kernel's own directory:
+        # the grader reads it as data and never writes there.
+        results_path = os.path.join(os.path.abspath(cwd or "."), f".otter-edge-results-{secrets.token_hex(16)}.json")
+
+        c = Config()
+        c.GradingPreprocessor.cwd = cwd
+        c.GradingPreprocessor.test_dir = test_dir
+        c.GradingPreprocessor.tests_glob = tests_glob or []
+        c.GradingPreprocessor.results_path = results_path
+        c.GradingPreprocessor.seed = seed
+        c.GradingPreprocessor.seed_variable = seed_variable
+        c.GradingPreprocessor.otter_log = log
+        c.GradingPreprocessor.variables = variables
+        c.GradingPreprocessor.force_python3_kernel = True
+        c.ExecutePreprocessor.allow_errors = ignore_errors
+        gp = GradingPreprocessor(config=c)
+        ep = ExecutePreprocessor(config=c)
+        try:
+            nb, _ = gp.preprocess(nb)
+            executed_nb, _ = ep.preprocess(nb)
+        finally:
+            gp.cleanup()
+            kill_student_processes()
+
+        try:
+            results = GradingResults(results_from_kernel(results_path, test_dir or "./tests"))
+        except Exception as e:  # noqa: BLE001  (otter: an export that failed is a catastrophic error)
+            results = GradingResults.without_results(e)
+        results.notebook = executed_nb
+        if plugin_collection is not None:
+            plugin_collection.run("after_grading", results)
+        return results
+
+    return grade_notebook
+
+
 def make_grade_notebook():
     """A replacement for otter.execute.grade_notebook (same arguments, as PythonRunner.run passes
     them): the notebook runs in the student's kernel, the tests and the scoring in the grader."""
@@ -492,7 +647,8 @@ def main():
         z.extractall(os.path.join(ag_dir, "source"))
     shutil.copy(args.submission, os.path.join(ag_dir, "submission"))
 
-    python_runner.grade_notebook = make_grade_notebook()
+    isolation = job_settings(args.autograder)["isolation"]
+    python_runner.grade_notebook = make_grade_notebook() if isolation == "grader" else make_grade_notebook_in_kernel()
     run_autograder_main(ag_dir, logo=False, debug=False, otter_run=True)
 
     kill_student_processes()  # nothing of the student's outlives grading

@@ -329,6 +329,7 @@ export class Agent {
         autograder,
         otterVersion: job.autograder.otterVersion,
         timeoutMs: job.timeoutMs,
+        isolation: job.isolation,
         signal: entry.abort.signal,
       });
       entry.cleanup = run.cleanup;

@@ -74,6 +74,15 @@ export const WelcomeMessage = z.object({
   shards: z.number().int().min(1).max(MAX_SHARDS).default(1),
 });
 
+/**
+ * Where an assignment's tests run. "kernel": in the student's kernel, exactly as `otter run` does
+ * (the grade is otter's; a notebook can rewrite the checker, as under otter). "grader": in the
+ * grader's own process through the bridge (tamper-resistant; a test the bridge cannot carry runs
+ * in the kernel instead). Jobs from gateways that predate the setting grade as "kernel".
+ */
+export const Isolation = z.enum(["kernel", "grader"]);
+export type Isolation = z.infer<typeof Isolation>;
+
 export const JobSpec = z.object({
   submissionId: JobId,
   course: z.string(),
@@ -83,6 +92,7 @@ export const JobSpec = z.object({
   autograder: z.object({ sha256: Sha256, otterVersion: z.string() }),
   /** Wall-clock limit the runner enforces on the grading container. */
   timeoutMs: z.number().int().positive(),
+  isolation: Isolation.default("kernel"),
   /** Set when this job grades an existing submission again for a staff regrade. */
   regradeId: z.number().int().positive().optional(),
 });

@@ -41,6 +41,8 @@ export const assignments = sqliteTable(
     autograderSha256: text("autograder_sha256").notNull(),
     otterVersion: text("otter_version").notNull(),
     timeoutSeconds: integer("timeout_seconds").notNull().default(600),
+    /** Where the tests run: "kernel" (exactly otter) or "grader" (tamper-resistant); see shared Isolation. */
+    isolation: text("isolation", { enum: ["kernel", "grader"] }).notNull().default("kernel"),
     updatedAt: text("updated_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.course, t.assignment] })],

@@ -100,6 +100,7 @@ export async function startRegrade(env: Env, principal: Principal, course: strin
       notebook: { sha256: item.sha256, bytes: item.bytes },
       autograder: { sha256: grader.autograderSha256, otterVersion: grader.otterVersion },
       timeoutMs: grader.timeoutSeconds * 1000,
+      isolation: grader.isolation,
       regradeId: regrade.id,
     }));
     // Each shard takes its share whole; if one fails, the catch below cancels the regrade in every shard.

@@ -1,3 +1,4 @@
+import { Isolation } from "@otter-edge/shared";
 import { Hono } from "hono";
 import { and, count, desc, eq, inArray } from "drizzle-orm";
 import { z } from "zod";
@@ -43,14 +44,22 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
   if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 10 || timeoutSeconds > 3600) {
     throw new ApiError(400, "invalid_timeout", "timeout_seconds must be a whole number from 10 to 3600.");
   }
+  // Where the tests run; an upload that does not say keeps the assignment's setting (new: "kernel").
+  const isolationParam = c.req.query("isolation");
+  const isolation = isolationParam === undefined ? undefined : Isolation.safeParse(isolationParam);
+  if (isolation && !isolation.success) {
+    throw new ApiError(400, "invalid_isolation", 'isolation must be "kernel" (tests run as `otter run` runs them) or "grader" (tests run outside the notebook\'s kernel).');
+  }
   const sha256 = await sha256Hex(zip);
   await c.env.BLOBS.put(`autograders/${sha256}`, zip, { httpMetadata: { contentType: "application/zip" } });
-  const row = { course: c.req.param("course"), assignment: c.req.param("assignment"), autograderSha256: sha256, otterVersion, timeoutSeconds, updatedAt: nowIso() };
-  await database(c.env.DB)
+  const updatedAt = nowIso();
+  const changes = { autograderSha256: sha256, otterVersion, timeoutSeconds, updatedAt, ...(isolation ? { isolation: isolation.data } : {}) };
+  const [row] = await database(c.env.DB)
     .insert(assignments)
-    .values(row)
-    .onConflictDoUpdate({ target: [assignments.course, assignments.assignment], set: { autograderSha256: sha256, otterVersion, timeoutSeconds, updatedAt: row.updatedAt } });
-  return c.json({ course: row.course, assignment: row.assignment, sha256, otter_version: otterVersion, timeout_seconds: timeoutSeconds });
+    .values({ course: c.req.param("course"), assignment: c.req.param("assignment"), ...changes })
+    .onConflictDoUpdate({ target: [assignments.course, assignments.assignment], set: changes })
+    .returning();
+  return c.json({ course: row!.course, assignment: row!.assignment, sha256, otter_version: otterVersion, timeout_seconds: timeoutSeconds, isolation: row!.isolation });
 });
 
 adminRoutes.get("/stats", async (c) => {

@@ -396,6 +396,8 @@ export class DockerSandbox implements Sandbox {
         { name: "submission.ipynb", content: input.notebook },
         // The grader's alone (uid 10001, 0600): it holds the hidden tests, which the student's kernel must not read.
         { name: "autograder.zip", content: input.autograder, mode: 0o600 },
+        // The job's settings for grade.py (job_settings), the grader's alone like the zip.
+        { name: "job.json", content: Buffer.from(JSON.stringify({ isolation: input.isolation })), mode: 0o600 },
         { name: "out", directory: true },
         // Last, so that a waiting grade.py sees it only once the files before it are complete.
         ...(warm ? [{ name: HANDOVER_MARKER, content: Buffer.alloc(0) }] : []),

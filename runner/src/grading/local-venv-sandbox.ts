@@ -10,6 +10,8 @@ import { LOG_TAIL_BYTES, MAX_RESULTS_BYTES, type Sandbox, type SandboxInput, typ
  * UNSANDBOXED: runs `otter run` from a local Python environment, as the runner's own user, with the
  * network and the runner's files in reach of student code. For a developer's laptop without Docker
  * only; the runner refuses it unless `--unsandboxed` is given, and logs a warning for every job.
+ * It always grades as `otter run` does (the tests in the notebook's kernel), whatever the
+ * assignment's isolation: the grader-side checks need the grading image.
  */
 export class LocalVenvSandbox implements Sandbox {
   readonly description = "UNSANDBOXED local otter (development only)";

@@ -1,3 +1,5 @@
+import type { Isolation } from "@otter-edge/shared";
+
 /** What a sandbox gets for one job: the student's notebook and the assignment's autograder. */
 export interface SandboxInput {
   jobId: string;
@@ -5,6 +7,8 @@ export interface SandboxInput {
   autograder: Buffer;
   otterVersion: string;
   timeoutMs: number;
+  /** Where the tests run (the assignment's setting): in the student's kernel as otter does, or in the grader. */
+  isolation: Isolation;
   /** Aborted when the gateway revokes the lease or the runner shuts down: stop at once. */
   signal: AbortSignal;
 }

@@ -1,0 +1,1 @@
+ALTER TABLE `assignments` ADD `isolation` text DEFAULT 'kernel' NOT NULL;
