@@ -8,6 +8,18 @@ import { dispatcherForJob } from "./dispatcher/stub.js";
 import type { Env } from "./env.js";
 import { ApiError } from "./errors.js";
 
+/**
+ * The routing a notebook carries and where: `metadata.otter_service` when present (otter-service
+ * 2.x), else otter-service 0.1's top-level `metadata.course`/`section`/`assignment` (or `lab`, its
+ * older name for the assignment) when any of them is there; undefined when neither.
+ */
+function routingOf(metadata: Record<string, unknown>): { raw: unknown; where: string } | undefined {
+  if (metadata.otter_service !== undefined) return { raw: metadata.otter_service, where: "metadata.otter_service" };
+  const { course, section, assignment, lab } = metadata;
+  if ([course, section, assignment, lab].every((v) => v === undefined)) return undefined;
+  return { raw: { course, section, assignment: assignment ?? lab }, where: "metadata" };
+}
+
 /** Turns a request body into a routed notebook, or says precisely what is wrong with it. */
 export function parseSubmission(rawBody: string): { notebook: Notebook; routing: OtterServiceRouting; claimedUsers: unknown[] } {
   let body: unknown;
@@ -29,14 +41,15 @@ export function parseSubmission(rawBody: string): { notebook: Notebook; routing:
     throw new ApiError(400, "unsupported_nbformat", `Only nbformat 4 notebooks are graded; this one says nbformat ${JSON.stringify(nbformat ?? null)}.`);
   }
   const metadata = (nb as { metadata?: unknown }).metadata;
-  const routingRaw = typeof metadata === "object" && metadata !== null ? (metadata as { otter_service?: unknown }).otter_service : undefined;
-  if (routingRaw === undefined) {
+  const found = typeof metadata === "object" && metadata !== null && !Array.isArray(metadata) ? routingOf(metadata as Record<string, unknown>) : undefined;
+  if (found === undefined) {
     throw new ApiError(400, "missing_routing", "The notebook has no metadata.otter_service {course, section, assignment}; submit the notebook your course gave you.");
   }
-  const routing = OtterServiceRouting.safeParse(routingRaw);
+  const routing = OtterServiceRouting.safeParse(found.raw);
   if (!routing.success) {
-    const field = routing.error.issues[0]?.path.join(".") || "otter_service";
-    throw new ApiError(400, "invalid_routing", `metadata.otter_service.${field} is missing or not a non-empty string.`);
+    const field = routing.error.issues[0]?.path.join(".");
+    const name = field ? `${found.where}.${field === "assignment" && found.where === "metadata" ? "assignment (or metadata.lab)" : field}` : found.where;
+    throw new ApiError(400, "invalid_routing", `${name} is missing or not a non-empty string.`);
   }
   const parsed = Notebook.safeParse(nb);
   if (!parsed.success) {

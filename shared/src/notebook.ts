@@ -1,6 +1,10 @@
 import { z } from "zod";
 
-/** Where a submission is routed: the notebook's `metadata.otter_service`, as the old service read it. */
+/**
+ * Where a submission is routed: the notebook's `metadata.otter_service` (otter-service 2.x), or the
+ * top-level `metadata.course`, `metadata.section` and `metadata.assignment` (or `metadata.lab`) that
+ * otter-service 0.1 read and older course notebooks still carry (see routingOf).
+ */
 export const OtterServiceRouting = z.object({
   course: z.string().trim().min(1).max(100),
   section: z.string().trim().min(1).max(100),
@@ -16,7 +20,7 @@ export type OtterServiceRouting = z.infer<typeof OtterServiceRouting>;
 export const Notebook = z.looseObject({
   nbformat: z.literal(4),
   nbformat_minor: z.number().int().nonnegative(),
-  metadata: z.looseObject({ otter_service: OtterServiceRouting }),
+  metadata: z.looseObject({}),
   cells: z.array(z.looseObject({ cell_type: z.string() })),
 });
 export type Notebook = z.infer<typeof Notebook>;
