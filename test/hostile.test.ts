@@ -16,7 +16,10 @@
  *   - tamper-checker: replaces otter.test_files.ok_test.run_doctest in the kernel (plain otter 7 runs
  *                     the tests there and scores it 5/5): the tests no longer run in the kernel.
  *   - tamper-values:  answers that equal anything and a numpy.isclose that says yes (plain otter:
- *                     3/5): plain values cross as data; the student's objects cannot be compared.
+ *                     3/5). OPEN in "grader" too: the bridge refuses to compare the student's
+ *                     objects, and a test it cannot carry runs in the kernel as plain otter runs it
+ *                     (no wrong grade for an honest student whose objects define __eq__), so this
+ *                     scores plain otter's 3/5; staff see those tests marked as run in the kernel.
  *   - read-tests:     looks for the tests (hidden cases too) wherever the kernel can read them,
  *                     answering right only if it finds any: the grader's copies and the job's
  *                     autograder.zip are the grader uid's alone.
@@ -261,10 +264,15 @@ describe("hostile notebooks through the real runner and Docker", () => {
   // Closed by running the tests in the grader: the kernel's otter is never asked.
   it("tamper-checker: patching otter's doctest runner in the kernel does not raise the score", () => forged("tamper-checker"), T);
 
-  it("tamper-values: answers that equal anything and a patched numpy in the kernel score 0", async () => {
-    const final = await forged("tamper-values");
-    // The feedback says why, for the public cases the student may see.
-    expect(JSON.stringify(final.tests)).toMatch(/cannot be compared/);
+  it("tamper-values: objects that equal anything are compared in the kernel, as plain otter does (3 of 5), and staff see which tests ran there", async () => {
+    const final = await outcome("tamper-values");
+    expect([final.verdict, final.points, final.max_points]).toEqual(["graded", 3, 5]);
+    const rows = await gateway.query<{ name: string; kernel_reason: string | null }>(
+      `SELECT name, kernel_reason FROM test_results WHERE submission_id = '${final.id}' ORDER BY name`,
+    );
+    const inKernel = rows.filter((r) => r.kernel_reason);
+    expect(inKernel.length).toBeGreaterThan(0);
+    for (const r of inKernel) expect(r.kernel_reason).toMatch(/compares or tests the truth of a/);
   }, T);
 
   it("read-tests: the autograder's tests are not readable from the notebook, score 0", () => forged("read-tests"), T);

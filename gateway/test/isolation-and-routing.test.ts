@@ -1,6 +1,6 @@
 import { SELF } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { ALICE, BASE, TestRunner, adminFetch, autograderZip, notebook, setUpAssignment, status, uniqueAssignment } from "./helpers.js";
+import { ADMIN, ALICE, BASE, TestRunner, adminFetch, autograderZip, notebook, setUpAssignment, status, uniqueAssignment } from "./helpers.js";
 
 async function upload(a: ReturnType<typeof uniqueAssignment>, query: string) {
   const res = await adminFetch(`/assignments/${a.course}/${a.assignment}/autograder?timeout_seconds=60${query}`, { method: "PUT", body: autograderZip(a.otterVersion) });
@@ -75,5 +75,42 @@ describe("otter-service 0.1 routing (top-level metadata.course/section/assignmen
     expect(res.body.message).toBe("metadata.assignment (or metadata.lab) is missing or not a non-empty string.");
     const otter = await postNotebook(notebook({ course: "x", section: "1" } as never));
     expect(otter.body.message).toBe("metadata.otter_service.assignment is missing or not a non-empty string.");
+  });
+});
+
+describe("a test that ran in the kernel under grader isolation", () => {
+  it("is shown to staff with the reason, and to the student only as otter's feedback", async () => {
+    const a = uniqueAssignment("ran-in-kernel");
+    await setUpAssignment(a);
+    const runner = await TestRunner.connect("runner-ran-in-kernel", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { body } = await postNotebook(notebook(a));
+    const lease = await runner.next("lease");
+    const reason = "compares or tests the truth of a Point from the notebook";
+    runner.send({
+      type: "result",
+      lease: lease.lease,
+      outcome: {
+        kind: "graded",
+        grade: {
+          verdict: "graded", score: 1, points: 2, maxPoints: 2, message: "",
+          tests: [
+            { name: "q1", score: 1, maxScore: 1, visibility: "visible", output: "q1 passed", ranInKernel: reason },
+            { name: "q2", score: 1, maxScore: 1, visibility: "visible", output: "q2 passed" },
+          ],
+        },
+        timings: {},
+      },
+    });
+    expect(await runner.next("ack")).toMatchObject({ accepted: true });
+    runner.close();
+
+    const staff = await SELF.fetch(`${BASE}/api/v1/submissions/${body.id}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    const staffTests = ((await staff.json()) as { tests: Array<Record<string, unknown>> }).tests;
+    expect(staffTests).toEqual([
+      { name: "q1", score: 1, max_score: 1, visibility: "visible", output: "q1 passed", ran_in_kernel: reason },
+      { name: "q2", score: 1, max_score: 1, visibility: "visible", output: "q2 passed" },
+    ]);
+    const student = await status(body.id);
+    expect(JSON.stringify(student.body.tests)).not.toContain("ran_in_kernel");
   });
 });

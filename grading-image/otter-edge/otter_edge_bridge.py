@@ -70,6 +70,21 @@ PANDAS_DTYPES = frozenset({
 })
 
 
+# What a Remote asks the kernel to compute with the student's object (operator module functions;
+# reflected forms pass the test's value first). Comparisons, truth and hashing are not offered: the
+# answer would be the object's own claim about itself (see Remote._refuse).
+def _kernel_operators():
+    import operator
+
+    binary = ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and_", "or_", "xor", "lshift", "rshift")
+    unary = ("neg", "pos", "abs", "invert", "index")
+    table = {name: getattr(operator, name) for name in binary + unary}
+    table.update({"float": float, "int": int, "complex": complex, "round": round})
+    return table
+
+
+KERNEL_OPERATORS = _kernel_operators()
+
 STDLIB_TAGS = frozenset({"Counter", "OrderedDict", "defaultdict", "deque", "date", "time", "datetime", "timedelta",
                          "Decimal", "Fraction"})
 
@@ -519,6 +534,10 @@ class KernelSide:
                 if name not in self.namespace:
                     return json.dumps({"missing": True})
                 value = self.namespace[name]
+            elif op == "run_test":
+                # The bridge could not carry this test (see grade.py's fallback): it runs here, as
+                # plain otter runs it, against the notebook's globals at this point.
+                value = self._run_test(request["name"], request["source"])
             elif op == "seed":
                 # A test seeded an RNG: the student's functions draw from the kernel's.
                 if request["module"] not in SEEDED_MODULES:
@@ -538,11 +557,31 @@ class KernelSide:
                 elif op == "len":
                     value = len(target)
                 elif op == "iter":
-                    value = []
-                    for item in target:
-                        value.append(item)
-                        if len(value) > MAX_ITEMS:
-                            raise ValueError("too many items to iterate")
+                    # A handle on the iterator, advanced one item per "next": lazy, as a test that
+                    # takes the first items of an infinite generator expects.
+                    value = iter(target)
+                    return json.dumps({"value": self._refer(value)})
+                elif op == "next":
+                    value = next(target)
+                elif op == "method":
+                    if request["name"] not in ("__enter__", "__exit__"):
+                        raise ValueError("method not offered")
+                    value = getattr(target, request["name"])(*[self.codec.decode(a) for a in request["args"]])
+                elif op == "operator":
+                    # Arithmetic and numeric conversions on the student's objects, computed by their
+                    # own methods (what the test would see in the kernel); comparisons are not here.
+                    name = request["name"]
+                    if name not in KERNEL_OPERATORS:
+                        raise ValueError(f"operator {name!r} is not offered")
+                    operands = [self.codec.decode(a) for a in request["args"]]
+                    if request.get("reflected"):
+                        value = KERNEL_OPERATORS[name](operands[0], target)
+                    else:
+                        value = KERNEL_OPERATORS[name](target, *operands)
+                elif op == "isinstance":
+                    value = isinstance(self.codec.decode(request["value"]), target)
+                elif op == "issubclass":
+                    value = issubclass(self.codec.decode(request["value"]), target)
                 elif op == "repr":
                     value = repr(target)
                 elif op == "str":
@@ -552,6 +591,22 @@ class KernelSide:
             return json.dumps({"value": self.codec.encode(value)})
         except BaseException as e:  # noqa: BLE001  (the student's code raised: that is the answer)
             return json.dumps({"error": {"type": type(e).__name__, "message": str(e)[:MAX_MESSAGE_CHARS]}})
+
+
+    def _run_test(self, name, source):
+        import tempfile
+
+        from otter.nbmeta_config import NBMetadataConfig
+        from otter.test_files import create_test_file
+
+        if not isinstance(name, str) or not name.isidentifier() and not name.replace("-", "_").replace(".", "_").isidentifier():
+            raise ValueError("bad test name")
+        path = os.path.join(tempfile.mkdtemp(), f"{name}.py")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(source)
+        tf = create_test_file(path, NBMetadataConfig())
+        tf.run(self.namespace)
+        return [{"passed": bool(r.passed), "message": None if r.message is None else str(r.message)} for r in tf.test_case_results]
 
 
 def install(shell):
@@ -621,9 +676,12 @@ def remote_exception(error):
 
 
 class Remote:
-    """A value that lives in the student's kernel. Calls, attributes, items, len, iteration and
-    repr are asked of the kernel; comparisons, hashing and truth are refused, because the answer
-    would be the student's object's claim about itself."""
+    """A value that lives in the student's kernel. Calls, attributes, items, len, iteration (lazy,
+    one item per question), next(), arithmetic and numeric conversions, isinstance/issubclass with
+    the student's classes, context managers and repr are asked of the kernel; comparisons, hashing,
+    truth and `in` are refused, because the answer would be the student's object's claim about
+    itself. Every refusal is noted on the bridge (Bridge.limits): grade.py then runs that test in the
+    kernel, as plain otter would, rather than fail a student the bridge could not carry."""
 
     __slots__ = ("_bridge", "_ref", "_type")
 
@@ -633,8 +691,8 @@ class Remote:
         object.__setattr__(self, "_type", type_name)
 
     def __call__(self, *args, **kwargs):
-        return self._bridge.ask("call", self._ref, args=[self._bridge.codec.encode(a) for a in args],
-                                kwargs={k: self._bridge.codec.encode(v) for k, v in kwargs.items()})
+        return self._bridge.ask("call", self._ref, args=[self._bridge.encode_for_notebook(a) for a in args],
+                                kwargs={k: self._bridge.encode_for_notebook(v) for k, v in kwargs.items()})
 
     def __getattr__(self, name):
         if name.startswith("__") and name.endswith("__"):
@@ -645,7 +703,7 @@ class Remote:
         raise TypeError(f"a {self._type} from the notebook cannot be changed by the test")
 
     def __getitem__(self, key):
-        return self._bridge.ask("getitem", self._ref, key=self._bridge.codec.encode(key))
+        return self._bridge.ask("getitem", self._ref, key=self._bridge.encode_for_notebook(key))
 
     def __len__(self):
         n = self._bridge.ask("len", self._ref)
@@ -654,10 +712,42 @@ class Remote:
         return n
 
     def __iter__(self):
-        items = self._bridge.ask("iter", self._ref)
-        if type(items) is not list:
-            raise BridgeError("iteration from the notebook did not give a list")
-        return iter(items)
+        iterator = self._bridge.ask("iter", self._ref)
+        if not isinstance(iterator, Remote):
+            raise BridgeError("iter() from the notebook did not give an iterator")
+        return iterator
+
+    def __next__(self):
+        return self._bridge.ask("next", self._ref)
+
+    def _operator(self, name, *args, reflected=False):
+        return self._bridge.ask("operator", self._ref, name=name, reflected=reflected,
+                                args=[self._bridge.encode_for_notebook(a) for a in args])
+
+    def __instancecheck__(self, value):
+        answer = self._bridge.ask("isinstance", self._ref, value=self._bridge.encode_for_notebook(value))
+        if type(answer) is not bool:
+            raise BridgeError("isinstance() from the notebook is not a bool")
+        return answer
+
+    def __subclasscheck__(self, value):
+        answer = self._bridge.ask("issubclass", self._ref, value=self._bridge.encode_for_notebook(value))
+        if type(answer) is not bool:
+            raise BridgeError("issubclass() from the notebook is not a bool")
+        return answer
+
+    def __enter__(self):
+        return self._call_method("__enter__")
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            # The test's exception cannot cross to the kernel as itself: let it propagate, and say so.
+            self._bridge.note_limit(f"a `with` block on a {self._type} from the notebook raised")
+            return False
+        return self._call_method("__exit__", None, None, None)
+
+    def _call_method(self, name, *args):
+        return self._bridge.ask("method", self._ref, name=name, args=[self._bridge.encode_for_notebook(a) for a in args])
 
     def __repr__(self):
         text = self._bridge.ask("repr", self._ref)
@@ -668,10 +758,37 @@ class Remote:
         return text if type(text) is str else f"<{self._type} from the notebook>"
 
     def _refuse(self, *_):
+        self._bridge.note_limit(f"compares or tests the truth of a {self._type} from the notebook")
         raise TypeError(f"otter-edge: a {self._type} from the notebook cannot be compared or tested for truth by the "
                         "grader; the test must compare plain values (numbers, strings, arrays, tables)")
 
     __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __bool__ = __hash__ = __contains__ = _refuse
+
+
+def _binary(name):
+    return (lambda self, other: self._operator(name, other),
+            lambda self, other: self._operator(name, other, reflected=True))
+
+
+def _unary(name):
+    return lambda self: self._operator(name)
+
+
+for _name in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "matmul", "and", "or", "xor", "lshift", "rshift"):
+    _forward, _reflected = _binary(_name + "_" if _name in ("and", "or") else _name)
+    setattr(Remote, f"__{_name}__", _forward)
+    setattr(Remote, f"__r{_name}__", _reflected)
+for _name in ("neg", "pos", "abs", "invert", "index", "float", "int", "complex"):
+    setattr(Remote, f"__{_name}__", _unary(_name))
+Remote.__round__ = lambda self, *ndigits: self._operator("round", *ndigits)
+del _name, _forward, _reflected
+
+# The Remote class's name carries a token made in the grader and never sent to the kernel: when a
+# test fails because of a protocol the bridge lacks, Python's own message names the class
+# ("'Remote_3fa9…' object is not subscriptable"), and grade.py can tell that from anything the
+# notebook could print (see Bridge.carried).
+REMOTE_TOKEN = f"Remote_{os.urandom(6).hex()}"
+Remote.__name__ = Remote.__qualname__ = REMOTE_TOKEN
 
 
 class Bridge:
@@ -682,10 +799,37 @@ class Bridge:
         self.send = send
         self.codec = Codec(self._refer, self._resolve)
         self.values = {}
+        # Why the bridge could not carry the current check as otter would (see Remote): reset by forget().
+        self.limits = []
 
     def forget(self):
         """Before each check: the notebook's globals may have changed since the last one."""
         self.values = {}
+        self.limits = []
+
+    def note_limit(self, reason):
+        if reason not in self.limits:
+            self.limits.append(reason)
+
+    def carried(self, messages):
+        """None when the current check ran as otter would have run it; else why not: a limit the
+        bridge noted, or a failing case whose message names the Remote class (a Python protocol the
+        bridge does not carry: the token is the grader's, so a notebook cannot print it)."""
+        if self.limits:
+            return self.limits[0]
+        for message in messages:
+            if message and REMOTE_TOKEN in message:
+                line = next((l for l in message.splitlines() if REMOTE_TOKEN in l), "")
+                return "uses a Python protocol the bridge does not carry: " + line.strip().replace(REMOTE_TOKEN, "object from the notebook")[:300]
+        return None
+
+    def encode_for_notebook(self, value):
+        """A value the test passes to the notebook; a limit (and TypeError) when it cannot cross."""
+        try:
+            return self.codec.encode(value)
+        except NotPlain as e:
+            self.note_limit(f"passes a value the bridge cannot send to the notebook ({e})")
+            raise TypeError(f"otter-edge: {e}") from None
 
     def _refer(self, value):
         if isinstance(value, Remote):

@@ -69,15 +69,28 @@ def test_sample_scores_match_otter(sample_tests, name, expected):
     assert score(run(nb, sample_tests)) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("name", ["tamper-checker", "tamper-values"])
-def test_rewriting_the_kernel_changes_nothing(sample_tests, name):
-    # tamper-checker patches otter's doctest runner; tamper-values makes the answers equal anything
-    # and numpy/builtins say yes. Both score full marks when the tests run in the kernel.
-    nb = nbformat.read(HOSTILE / f"{name}.ipynb", as_version=4)
+def test_rewriting_the_checker_in_the_kernel_changes_nothing(sample_tests):
+    # tamper-checker patches otter's doctest runner in its kernel (5/5 under plain otter): its answers
+    # are plain values, the tests run here, nothing falls back to the kernel.
+    grade.kernel_fallbacks.clear()
+    nb = nbformat.read(HOSTILE / "tamper-checker.ipynb", as_version=4)
     assert score(run(nb, sample_tests)) == 0
+    assert grade.kernel_fallbacks == {}
 
 
-def test_objects_that_claim_anything_score_zero(tmp_path):
+def test_objects_that_equal_anything_reopen_what_plain_otter_gives_them(sample_tests):
+    # tamper-values answers with objects that equal anything and patches numpy in its kernel. Comparing
+    # the student's objects is what the bridge refuses, so those tests run in the kernel, as plain
+    # otter runs them, and score what plain otter gives (3/5): the trade-off of "no wrong grade from
+    # the bridge", recorded for staff.
+    grade.kernel_fallbacks.clear()
+    nb = nbformat.read(HOSTILE / "tamper-values.ipynb", as_version=4)
+    assert score(run(nb, sample_tests)) == pytest.approx(0.6)
+    assert grade.kernel_fallbacks and all("compares" in why for why in grade.kernel_fallbacks.values())
+
+
+def test_objects_that_claim_anything_are_judged_in_the_kernel_as_otter_would(tmp_path):
+    grade.kernel_fallbacks.clear()
     results = grade_cells(tmp_path, [
         """
         import numpy as np
@@ -100,9 +113,10 @@ def test_objects_that_claim_anything_score_zero(tmp_path):
         >>> answer
         3
         """, True)]})
-    assert results.total == 0
-    messages = json.dumps([r.message for r in results.results["q1"].test_case_results])
-    assert "cannot be compared" in messages
+    # In the kernel, as under plain otter: the object equals 3, the kernel's isclose says yes, its
+    # repr is not 3. The bridge refused the comparison, so the test ran there, and says so.
+    assert [r.passed for r in results.results["q1"].test_case_results] == [True, True, False]
+    assert "compares or tests the truth of a Anything" in grade.kernel_fallbacks["q1"]
 
 
 def test_checks_run_where_the_notebook_checks_and_the_rest_at_the_end(tmp_path):
@@ -234,3 +248,83 @@ def test_otters_seed_setting_seeds_the_kernel_and_the_grader_at_each_check():
         'grader.check("q2")',
     ], {"q1": [(f">>> draw()\n{first}\n", False)], "q2": [(f">>> int(np.random.randint(0, 1_000_000))\n{first}\n", False)]}, seed=42)
     assert results.total == 2, [r.message for tf in results.results.values() for r in tf.test_case_results]
+
+
+def test_generators_iterate_lazily_and_next_works(tmp_path):
+    results = grade_cells(tmp_path, [
+        """
+        def naturals():
+            n = 0
+            while True:
+                yield n
+                n += 1
+        class Countdown:
+            def __init__(self, n): self.n = n
+            def __iter__(self): return self
+            def __next__(self):
+                if self.n == 0:
+                    raise StopIteration
+                self.n -= 1
+                return self.n + 1
+        """,
+    ], {"q1": [("""
+        >>> g = naturals()
+        >>> next(g), next(g), next(g)
+        (0, 1, 2)
+        >>> import itertools
+        >>> list(itertools.islice(naturals(), 4))
+        [0, 1, 2, 3]
+        >>> list(Countdown(3)), sum(Countdown(4))
+        ([3, 2, 1], 10)
+        """, False)]})
+    assert results.total == 1, results.results["q1"].test_case_results[0].message
+    assert grade.kernel_fallbacks == {}
+
+
+def test_isinstance_arithmetic_and_context_managers_with_student_classes(tmp_path):
+    results = grade_cells(tmp_path, [
+        """
+        class Money:
+            def __init__(self, cents): self.cents = cents
+            def __add__(self, other): return Money(self.cents + (other.cents if isinstance(other, Money) else other))
+            def __radd__(self, other): return self + other
+            def __float__(self): return self.cents / 100
+        class Opened:
+            def __enter__(self): return "opened"
+            def __exit__(self, *exc): return False
+        class Sub(Money):
+            pass
+        """,
+    ], {"q1": [("""
+        >>> isinstance(Money(1), Money), isinstance(Sub(1), Money), isinstance(3, Money), issubclass(Sub, Money)
+        (True, True, False, True)
+        >>> (Money(150) + Money(25)).cents, (5 + Money(1)).cents, float(Money(250))
+        (175, 6, 2.5)
+        >>> with Opened() as state:
+        ...     print(state)
+        opened
+        """, False)]})
+    assert results.total == 1, results.results["q1"].test_case_results[0].message
+    assert grade.kernel_fallbacks == {}
+
+
+def test_a_test_the_bridge_cannot_carry_runs_in_the_kernel_and_is_recorded(tmp_path):
+    # Comparing two of the student's objects, and their type's name: refused or answered differently
+    # by the bridge, so the test runs in the kernel (plain otter's answer) and says why.
+    grade.kernel_fallbacks.clear()
+    results = grade_cells(tmp_path, [
+        """
+        class Point:
+            def __init__(self, x, y): self.x, self.y = x, y
+            def __eq__(self, o): return (self.x, self.y) == (o.x, o.y)
+        calls = []
+        def origin():
+            calls.append(1)
+            return Point(0, 0)
+        """,
+    ], {"q1": [(">>> origin() == Point(0, 0)\nTrue\n", False)], "q2": [(">>> type(origin()).__name__\n'Point'\n", False)],
+        "q3": [(">>> origin().x\n0\n", False)]})
+    assert results.total == 3, [r.message for tf in results.results.values() for r in tf.test_case_results]
+    assert set(grade.kernel_fallbacks) == {"q1", "q2"}
+    assert "compares" in grade.kernel_fallbacks["q1"]
+    assert "protocol" in grade.kernel_fallbacks["q2"] and "Remote_" not in grade.kernel_fallbacks["q2"]

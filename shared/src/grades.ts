@@ -15,6 +15,11 @@ export const TestResult = z.object({
   maxScore: z.number().finite().nonnegative(),
   visibility: z.enum(["visible", "hidden", "after_due_date", "after_published"]).default("visible"),
   output: z.string().max(20_000).default(""),
+  /**
+   * Set when the assignment's tests run in the grader ("grader" isolation) but this one ran in the
+   * student's kernel, as plain otter runs it, because the bridge could not carry it: why. Staff only.
+   */
+  ranInKernel: z.string().max(500).optional(),
 });
 export type TestResult = z.infer<typeof TestResult>;
 

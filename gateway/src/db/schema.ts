@@ -93,6 +93,8 @@ export const testResults = sqliteTable(
     maxScore: real("max_score").notNull(),
     visibility: text("visibility").notNull(),
     output: text("output").notNull(),
+    /** Why this test ran in the student's kernel although the assignment runs tests in the grader (null: it did not). */
+    kernelReason: text("kernel_reason"),
   },
   (t) => [primaryKey({ columns: [t.submissionId, t.name] })],
 );

@@ -42,8 +42,8 @@ export async function recordFailed(db: D1Database, id: string, reason: string): 
 export function insertTestResults(db: D1Database, submissionId: string, tests: Grade["tests"], guard: string, ...guardParams: unknown[]): D1PreparedStatement {
   return db
     .prepare(
-      `INSERT OR REPLACE INTO test_results (submission_id, name, score, max_score, visibility, output)
-       SELECT ?1, t.value ->> '$.name', t.value ->> '$.score', t.value ->> '$.maxScore', t.value ->> '$.visibility', t.value ->> '$.output'
+      `INSERT OR REPLACE INTO test_results (submission_id, name, score, max_score, visibility, output, kernel_reason)
+       SELECT ?1, t.value ->> '$.name', t.value ->> '$.score', t.value ->> '$.maxScore', t.value ->> '$.visibility', t.value ->> '$.output', t.value ->> '$.ranInKernel'
        FROM json_each(?2) AS t
        WHERE ${guard}`,
     )

@@ -56,7 +56,9 @@ function tests(viewer: Viewer, detail: SubmissionDetail): Html | string {
 ${detail.tests.map(
   (t) => html`<tr data-test="${t.name}" data-visibility="${t.visibility}"><td>${t.name}${t.visibility === "hidden" ? html` <span class="muted">(hidden)</span>` : ""}</td>
 <td>${t.maxScore > 0 ? html`${t.score} / ${t.maxScore}` : ""}</td>
-<td>${outputVisible(viewer, t.visibility) ? html`<pre>${t.output}</pre>` : html`<span class="muted hidden-output">Hidden test: its output is not shown.</span>`}</td></tr>`,
+<td>${outputVisible(viewer, t.visibility) ? html`<pre>${t.output}</pre>` : html`<span class="muted hidden-output">Hidden test: its output is not shown.</span>`}${
+    "principal" in viewer && t.kernelReason ? html`<p class="muted ran-in-kernel">Ran in the student's kernel, as plain otter runs it: ${t.kernelReason}</p>` : ""
+  }</td></tr>`,
 )}
 </tbody></table>`;
 }

@@ -66,6 +66,7 @@ export function submissionJson(viewer: Viewer, { row, tests, events, passback }:
       max_score: t.maxScore,
       visibility: t.visibility,
       ...(outputVisible(viewer, t.visibility) ? { output: t.output } : {}),
+      ...("principal" in viewer && t.kernelReason ? { ran_in_kernel: t.kernelReason } : {}),
     })),
     events: events.map((e) => ({ at: e.at, state: e.state, detail: e.detail })),
     passback: passback ? passbackView(passback) : null,

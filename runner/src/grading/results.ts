@@ -10,6 +10,10 @@ const MAX_TEST_OUTPUT = 4_000;
  */
 const ResultsJson = z.object({
   score: z.number().finite().optional(),
+  /** grade.py's own block: the tests that ran in the kernel although the assignment runs them in the grader, and why. */
+  otter_edge: z
+    .object({ kernel_tests: z.array(z.object({ name: z.string().max(500), reason: z.string() })).max(500).default([]) })
+    .optional(),
   tests: z
     .array(
       z.object({
@@ -49,12 +53,14 @@ export function gradeFromRun(run: SandboxRun, timeoutMs: number): Grade {
   } catch {
     return zero("autograder_failed", "The autograder's results file was not in the expected format and was discarded.");
   }
+  const inKernel = new Map((parsed.otter_edge?.kernel_tests ?? []).map((k) => [k.name, clip(k.reason, 450)]));
   const tests: TestResult[] = parsed.tests.map((t, i) => ({
     name: t.name ?? `test ${i + 1}`,
     score: t.score ?? 0,
     maxScore: t.max_score ?? 0,
     visibility: t.visibility ?? "visible",
     output: clip(t.output ?? "", MAX_TEST_OUTPUT),
+    ...(t.name && inKernel.has(t.name) ? { ranInKernel: inKernel.get(t.name)! } : {}),
   }));
   // otter's own total when it gives one, so our score is exactly otter's.
   const points = parsed.score ?? tests.reduce((sum, t) => sum + t.score, 0);
