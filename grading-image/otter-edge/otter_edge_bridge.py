@@ -499,11 +499,18 @@ class KernelSide:
     def __init__(self, namespace):
         self.namespace = namespace
         self.handles = []
+        # One handle per object (handles keep their objects alive, so ids stay unique): the grader
+        # then holds one Remote per object, and `iter(it) is it` holds as in the kernel.
+        self.handle_of = {}
         self.codec = Codec(self._refer, self._resolve)
 
     def _refer(self, value):
-        data = {"t": "ref", "id": len(self.handles), "type": type(value).__qualname__, "callable": callable(value)}
-        self.handles.append(value)
+        ref = self.handle_of.get(id(value))
+        if ref is None:
+            ref = self.handle_of[id(value)] = len(self.handles)
+            self.handles.append(value)
+        t = type(value)
+        data = {"t": "ref", "id": ref, "type": t.__qualname__, "type_module": getattr(t, "__module__", None), "callable": callable(value)}
         if isinstance(value, types.ModuleType):
             data["module"] = value.__name__
         else:
@@ -526,71 +533,99 @@ class KernelSide:
         raise BridgeError(f"unknown tag {tag!r}")
 
     def handle(self, request_json):
+        import contextlib
+        import io
+
+        printed = io.StringIO()
         try:
-            request = json.loads(request_json)
-            op = request["op"]
-            if op == "get":
-                name = request["name"]
-                if name not in self.namespace:
-                    return json.dumps({"missing": True})
-                value = self.namespace[name]
-            elif op == "run_test":
-                # The bridge could not carry this test (see grade.py's fallback): it runs here, as
-                # plain otter runs it, against the notebook's globals at this point.
-                value = self._run_test(request["name"], request["source"])
-            elif op == "seed":
-                # A test seeded an RNG: the student's functions draw from the kernel's.
-                if request["module"] not in SEEDED_MODULES:
-                    raise ValueError("not a random module")
-                importlib.import_module(request["module"]).seed(*[self.codec.decode(a) for a in request["args"]])
-                value = None
-            else:
-                target = self.handles[request["ref"]]
-                if op == "call":
-                    args = [self.codec.decode(a) for a in request["args"]]
-                    kwargs = {k: self.codec.decode(v) for k, v in request["kwargs"].items()}
-                    value = target(*args, **kwargs)
-                elif op == "getattr":
-                    value = getattr(target, request["name"])
-                elif op == "getitem":
-                    value = target[self.codec.decode(request["key"])]
-                elif op == "len":
-                    value = len(target)
-                elif op == "iter":
-                    # A handle on the iterator, advanced one item per "next": lazy, as a test that
-                    # takes the first items of an infinite generator expects.
-                    value = iter(target)
-                    return json.dumps({"value": self._refer(value)})
-                elif op == "next":
-                    value = next(target)
-                elif op == "method":
-                    if request["name"] not in ("__enter__", "__exit__"):
-                        raise ValueError("method not offered")
-                    value = getattr(target, request["name"])(*[self.codec.decode(a) for a in request["args"]])
-                elif op == "operator":
-                    # Arithmetic and numeric conversions on the student's objects, computed by their
-                    # own methods (what the test would see in the kernel); comparisons are not here.
-                    name = request["name"]
-                    if name not in KERNEL_OPERATORS:
-                        raise ValueError(f"operator {name!r} is not offered")
-                    operands = [self.codec.decode(a) for a in request["args"]]
-                    if request.get("reflected"):
-                        value = KERNEL_OPERATORS[name](operands[0], target)
-                    else:
-                        value = KERNEL_OPERATORS[name](target, *operands)
-                elif op == "isinstance":
-                    value = isinstance(self.codec.decode(request["value"]), target)
-                elif op == "issubclass":
-                    value = issubclass(self.codec.decode(request["value"]), target)
-                elif op == "repr":
-                    value = repr(target)
-                elif op == "str":
-                    value = str(target)
-                else:
-                    raise ValueError(f"unknown op {op!r}")
-            return json.dumps({"value": self.codec.encode(value)})
+            # What the student's code prints while answering is sent along: the test (a doctest)
+            # expects to see it, as it would in the kernel.
+            with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+                reply = self._answer(request_json)
         except BaseException as e:  # noqa: BLE001  (the student's code raised: that is the answer)
-            return json.dumps({"error": {"type": type(e).__name__, "message": str(e)[:MAX_MESSAGE_CHARS]}})
+            reply = {"error": {"type": type(e).__name__, "message": str(e)[:MAX_MESSAGE_CHARS]}}
+        if printed.getvalue():
+            reply["stdout"] = printed.getvalue()[:MAX_MESSAGE_CHARS * 256]
+        return json.dumps(reply)
+
+    def _answer(self, request_json):
+        request = json.loads(request_json)
+        op = request["op"]
+        if op == "get":
+            name = request["name"]
+            if name not in self.namespace:
+                return {"missing": True}
+            value = self.namespace[name]
+        elif op == "run_test":
+            # The bridge could not carry this test (see grade.py's fallback): it runs here, as
+            # plain otter runs it, against the notebook's globals at this point.
+            value = self._run_test(request["name"], request["source"])
+        elif op == "seed":
+            # A test seeded an RNG: the student's functions draw from the kernel's.
+            if request["module"] not in SEEDED_MODULES:
+                raise ValueError("not a random module")
+            importlib.import_module(request["module"]).seed(*[self.codec.decode(a) for a in request["args"]])
+            value = None
+        else:
+            target = self.handles[request["ref"]]
+            if op == "call":
+                args = [self.codec.decode(a) for a in request["args"]]
+                kwargs = {k: self.codec.decode(v) for k, v in request["kwargs"].items()}
+                before = [json.dumps(a, sort_keys=True) for a in request["args"]]
+                value = target(*args, **kwargs)
+                # Arguments the function changed in place (a list it sorted, a dict it filled):
+                # the grader applies the change to the test's own objects.
+                changed = {}
+                for i, arg in enumerate(args):
+                    try:
+                        after = self.codec.encode(arg)
+                    except NotPlain:
+                        continue
+                    if json.dumps(after, sort_keys=True) != before[i]:
+                        changed[str(i)] = after
+                reply = {"value": self.codec.encode(value)}
+                if changed:
+                    reply["args_after"] = changed
+                return reply
+            elif op == "getattr":
+                value = getattr(target, request["name"])
+            elif op == "getitem":
+                value = target[self.codec.decode(request["key"])]
+            elif op == "len":
+                value = len(target)
+            elif op == "iter":
+                # A handle on the iterator, advanced one item per "next": lazy, as a test that
+                # takes the first items of an infinite generator expects.
+                value = iter(target)
+                return {"value": self._refer(value)}
+            elif op == "next":
+                value = next(target)
+            elif op == "method":
+                if request["name"] not in ("__enter__", "__exit__"):
+                    raise ValueError("method not offered")
+                value = getattr(target, request["name"])(*[self.codec.decode(a) for a in request["args"]])
+            elif op == "operator":
+                # Arithmetic and numeric conversions on the student's objects, computed by their
+                # own methods (what the test would see in the kernel); comparisons are not here.
+                name = request["name"]
+                if name not in KERNEL_OPERATORS:
+                    raise ValueError(f"operator {name!r} is not offered")
+                operands = [self.codec.decode(a) for a in request["args"]]
+                if request.get("reflected"):
+                    value = KERNEL_OPERATORS[name](operands[0], target)
+                else:
+                    value = KERNEL_OPERATORS[name](target, *operands)
+            elif op == "isinstance":
+                value = isinstance(self.codec.decode(request["value"]), target)
+            elif op == "issubclass":
+                value = issubclass(self.codec.decode(request["value"]), target)
+            elif op == "repr":
+                value = repr(target)
+            elif op == "str":
+                value = str(target)
+            else:
+                raise ValueError(f"unknown op {op!r}")
+        return {"value": self.codec.encode(value)}
 
 
     def _run_test(self, name, source):
@@ -675,6 +710,22 @@ def remote_exception(error):
     return type(name, (RemoteError,), {"__module__": "__main__"})(message)
 
 
+# Built-in and standard types a handle may have (a generator, a map object, a dict view, ...), by
+# (module, qualname) as the kernel names them: a Remote of one of these answers isinstance() for it.
+def _builtin_types():
+    import collections.abc as abc
+
+    found = {}
+    for namespace in (vars(builtins), vars(types), vars(abc), vars(collections)):
+        for value in namespace.values():
+            if isinstance(value, type):
+                found[(value.__module__, value.__qualname__)] = value
+    return found
+
+
+BUILTIN_TYPES = _builtin_types()
+
+
 class Remote:
     """A value that lives in the student's kernel. Calls, attributes, items, len, iteration (lazy,
     one item per question), next(), arithmetic and numeric conversions, isinstance/issubclass with
@@ -683,16 +734,28 @@ class Remote:
     itself. Every refusal is noted on the bridge (Bridge.limits): grade.py then runs that test in the
     kernel, as plain otter would, rather than fail a student the bridge could not carry."""
 
-    __slots__ = ("_bridge", "_ref", "_type")
+    __slots__ = ("_bridge", "_ref", "_type", "_builtin_type")
 
-    def __init__(self, bridge, ref, type_name):
+    def __init__(self, bridge, ref, type_name, builtin_type=None):
         object.__setattr__(self, "_bridge", bridge)
         object.__setattr__(self, "_ref", ref)
         object.__setattr__(self, "_type", type_name)
+        object.__setattr__(self, "_builtin_type", builtin_type)
+
+    @property
+    def __class__(self):
+        # isinstance() consults __class__ when type() does not match: a generator (or another
+        # built-in type) from the notebook is an instance of the grader's same type.
+        return self._builtin_type or Remote
 
     def __call__(self, *args, **kwargs):
-        return self._bridge.ask("call", self._ref, args=[self._bridge.encode_for_notebook(a) for a in args],
-                                kwargs={k: self._bridge.encode_for_notebook(v) for k, v in kwargs.items()})
+        reply = self._bridge.ask_reply("call", self._ref, args=[self._bridge.encode_for_notebook(a) for a in args],
+                                       kwargs={k: self._bridge.encode_for_notebook(v) for k, v in kwargs.items()})
+        if type(reply.get("args_after")) is dict:
+            for index, data in reply["args_after"].items():
+                if type(index) is str and index.isdigit() and int(index) < len(args):
+                    self._bridge.update_in_place(args[int(index)], self._bridge.codec.decode(data))
+        return self._bridge.value_of(reply)
 
     def __getattr__(self, name):
         if name.startswith("__") and name.endswith("__"):
@@ -799,6 +862,8 @@ class Bridge:
         self.send = send
         self.codec = Codec(self._refer, self._resolve)
         self.values = {}
+        # One Remote per kernel handle, so that identity (`is`) holds as in the kernel.
+        self.remotes = {}
         # Why the bridge could not carry the current check as otter would (see Remote): reset by forget().
         self.limits = []
 
@@ -852,9 +917,21 @@ class Bridge:
             obj = library_object(*data["library"])
             if obj is not None:
                 return obj
-        return Remote(self, data["id"], data["type"][:200])
+        remote = self.remotes.get(data["id"])
+        if remote is None:
+            builtin = BUILTIN_TYPES.get((data.get("type_module"), data["type"]))
+            remote = self.remotes[data["id"]] = Remote(self, data["id"], data["type"][:200], builtin)
+        return remote
 
     def ask(self, op, ref=None, **fields):
+        reply = self.ask_reply(op, ref, **fields)
+        if reply.get("missing") is True and op == "get":
+            raise KeyError(fields.get("name"))
+        return self.value_of(reply)
+
+    def ask_reply(self, op, ref=None, **fields):
+        """The kernel's whole answer, checked to be an object; what the student's code printed
+        while answering is printed here (a doctest compares it), and its exception raised."""
         request = {"op": op, **({} if ref is None else {"ref": ref}), **fields}
         answer = self.send(json.dumps(request))
         if type(answer) is not str or len(answer) > MAX_ANSWER_CHARS:
@@ -865,13 +942,37 @@ class Bridge:
             raise BridgeError(f"the notebook's answer is not JSON: {e}") from None
         if type(reply) is not dict:
             raise BridgeError("the notebook's answer is not an object")
+        if type(reply.get("stdout")) is str:
+            sys.stdout.write(reply["stdout"])
         if "error" in reply:
             raise remote_exception(reply["error"])
-        if reply.get("missing") is True and op == "get":
-            raise KeyError(fields.get("name"))
+        return reply
+
+    def value_of(self, reply):
         if "value" not in reply:
             raise BridgeError("the notebook's answer has no value")
         return self.codec.decode(reply["value"])
+
+    def update_in_place(self, target, new):
+        """The student's function changed an argument the test passed: the test's own object
+        changes the same way (what the test would see in the kernel). A change the bridge cannot
+        apply (another type) is noted, so the test runs in the kernel."""
+        if type(target) is type(new):
+            if isinstance(target, (list, bytearray)):
+                target[:] = new
+                return
+            if isinstance(target, (dict, set)):
+                target.clear()
+                target.update(new)
+                return
+            if isinstance(target, collections.deque):
+                target.clear()
+                target.extend(new)
+                return
+            if _module_of(target) == "numpy" and getattr(target, "shape", None) == new.shape and target.dtype == new.dtype:
+                target[...] = new
+                return
+        self.note_limit(f"the notebook's function changed a {type(target).__qualname__} argument in place")
 
     def global_value(self, name):
         """The notebook's global `name` (KeyError when it has none), once per check."""

@@ -328,3 +328,47 @@ def test_a_test_the_bridge_cannot_carry_runs_in_the_kernel_and_is_recorded(tmp_p
     assert set(grade.kernel_fallbacks) == {"q1", "q2"}
     assert "compares" in grade.kernel_fallbacks["q1"]
     assert "protocol" in grade.kernel_fallbacks["q2"] and "Remote_" not in grade.kernel_fallbacks["q2"]
+
+
+def test_printing_in_place_changes_identity_and_builtin_types_as_in_the_kernel(tmp_path):
+    results = grade_cells(tmp_path, [
+        """
+        def receipt(prices):
+            for item, price in prices.items():
+                print(f"{item}: {price:.2f}")
+        def sort_in_place(values):
+            values.sort()
+            return len(values)
+        def fill(d):
+            d["filled"] = True
+        class Countup:
+            def __init__(self, n): self.n = n
+            def __iter__(self): return self
+            def __next__(self):
+                self.n += 1
+                return self.n
+        def evens():
+            n = 0
+            while True:
+                yield n
+                n += 2
+        """,
+    ], {"q1": [("""
+        >>> receipt({"tea": 2.5})
+        tea: 2.50
+        >>> data = [3, 1, 2]
+        >>> sort_in_place(data), data
+        (3, [1, 2, 3])
+        >>> d = {}
+        >>> fill(d); d
+        {'filled': True}
+        >>> c = Countup(1)
+        >>> iter(c) is c, next(c), next(c)
+        (True, 2, 3)
+        >>> import types, collections.abc
+        >>> g = evens()
+        >>> isinstance(g, types.GeneratorType), isinstance(g, collections.abc.Iterator)
+        (True, True)
+        """, False)]})
+    assert results.total == 1, results.results["q1"].test_case_results[0].message
+    assert grade.kernel_fallbacks == {}
