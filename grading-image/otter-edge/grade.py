@@ -471,20 +471,35 @@ def results_from_kernel(results_path, test_dir):
     return test_files
 
 
+def read_submission(submission_path, script, plugin_collection):
+    """The submission as otter.execute.grade_notebook reads it: a notebook, or a script as one
+    cell, after the plugins' before_execution."""
+    import nbformat
+
+    from otter.utils import NBFORMAT_VERSION
+
+    if script:
+        with open(submission_path) as f:
+            nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f.read())])
+    else:
+        nb = nbformat.read(submission_path, as_version=NBFORMAT_VERSION)
+    if plugin_collection is not None:
+        nb = plugin_collection.before_execution(nb)
+    return nb
+
+
 def make_grade_notebook_in_kernel():
     """A replacement for otter.execute.grade_notebook that is otter's own, run as the student's uid:
     same preprocessing, same execution (nbconvert's ExecutePreprocessor), the tests in the kernel;
     only the log server and the pickle are gone (see INIT_CELL_KERNEL, EXPORT_CELL_KERNEL)."""
     import secrets
 
-    import nbformat
     from nbconvert.preprocessors import ExecutePreprocessor
     from traitlets.config import Config
 
     import otter.execute.preprocessor as otter_preprocessor
     from otter.execute.preprocessor import GradingPreprocessor
     from otter.test_files import GradingResults
-    from otter.utils import NBFORMAT_VERSION
 
     otter_preprocessor.INIT_CELL_SOURCE = INIT_CELL_KERNEL
     otter_preprocessor.EXPORT_CELL_SOURCE = EXPORT_CELL_KERNEL
@@ -492,13 +507,7 @@ def make_grade_notebook_in_kernel():
     def grade_notebook(submission_path, *, tests_glob=None, ignore_errors=True, script=False, cwd=None,
                        test_dir=None, seed=None, seed_variable=None, log=None, variables=None,
                        plugin_collection=None, force_python3_kernel=True):
-        if script:
-            with open(submission_path) as f:
-                nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f.read())])
-        else:
-            nb = nbformat.read(submission_path, as_version=NBFORMAT_VERSION)
-        if plugin_collection is not None:
-            nb = plugin_collection.before_execution(nb)
+        nb = read_submission(submission_path, script, plugin_collection)
         # Created by the kernel (the export cell opens it with "x"), in the kernel's own directory:
         # the grader reads it as data and never writes there.
         results_path = os.path.join(os.path.abspath(cwd or "."), f".otter-edge-results-{secrets.token_hex(16)}.json")
@@ -538,13 +547,11 @@ def make_grade_notebook_in_kernel():
 def make_grade_notebook():
     """A replacement for otter.execute.grade_notebook (same arguments, as PythonRunner.run passes
     them): the notebook runs in the student's kernel, the tests and the scoring in the grader."""
-    import nbformat
     from traitlets.config import Config
 
     import otter.execute.preprocessor as otter_preprocessor
     from otter.execute.preprocessor import GradingPreprocessor
     from otter.test_files import GradingResults
-    from otter.utils import NBFORMAT_VERSION
 
     otter_preprocessor.INIT_CELL_SOURCE = INIT_CELL_BRIDGE
 
@@ -557,13 +564,7 @@ def make_grade_notebook():
         if test_dir:
             # otter copied the tests (hidden ones too) into the kernel's directory; only the grader reads them now.
             os.chmod(test_dir, 0o700)
-        if script:
-            with open(submission_path) as f:
-                nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f.read())])
-        else:
-            nb = nbformat.read(submission_path, as_version=NBFORMAT_VERSION)
-        if plugin_collection is not None:
-            nb = plugin_collection.before_execution(nb)
+        nb = read_submission(submission_path, script, plugin_collection)
         checks = check_cells(nb)
 
         c = Config()

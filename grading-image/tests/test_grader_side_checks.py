@@ -26,20 +26,26 @@ def score(results: GradingResults) -> float:
     return results.total / results.possible
 
 
-def grade_cells(tmp_path, cells, tests, **options):
-    """Runs a notebook of `cells` (code strings) against OK-format `tests` {name: [(code, hidden)]}."""
+def write_tests(tmp_path, tests):
+    """OK-format test files {name: [(code, hidden)]} in tmp_path/tests; their paths, sorted."""
     test_dir = tmp_path / "tests"
     test_dir.mkdir()
     for name, cases in tests.items():
         spec = {"name": name, "points": len(cases), "suites": [{"type": "doctest", "cases": [
             {"code": textwrap.dedent(code), "hidden": hidden} for code, hidden in cases]}]}
         (test_dir / f"{name}.py").write_text(f"OK_FORMAT = True\ntest = {spec!r}\n")
+    return sorted(str(p) for p in test_dir.glob("*.py"))
+
+
+def grade_cells(tmp_path, cells, tests, make=None, **options):
+    """Runs a notebook of `cells` (code strings) against OK-format `tests` {name: [(code, hidden)]}."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(c)) for c in cells])
-    return run(nb, sorted(str(p) for p in test_dir.glob("*.py")), **options)
+    return run(nb, write_tests(tmp_path, tests), make, **options)
 
 
-def run(nb, test_paths, **options):
-    """grade.py's grade_notebook as otter's PythonRunner calls it (one uid here: nothing to kill)."""
+def run(nb, test_paths, make=None, **options):
+    """grade.py's grade_notebook (`make`: grader isolation by default) as otter's PythonRunner calls
+    it (one uid here: nothing to kill)."""
     work = pathlib.Path(tempfile.mkdtemp())
     path = work / "submission.ipynb"
     nbformat.write(nb, path)
@@ -49,8 +55,8 @@ def run(nb, test_paths, **options):
     here = os.getcwd()
     os.chdir(work)
     try:
-        return grade.make_grade_notebook()(str(path), tests_glob=test_paths, test_dir=str(pathlib.Path(test_paths[0]).parent),
-                                             cwd=str(work), ignore_errors=True, **options)
+        return (make or grade.make_grade_notebook)()(str(path), tests_glob=test_paths, test_dir=str(pathlib.Path(test_paths[0]).parent),
+                                                     cwd=str(work), ignore_errors=True, **options)
     finally:
         os.chdir(here)
 

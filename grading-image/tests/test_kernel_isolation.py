@@ -4,10 +4,8 @@ kernel as `otter run` runs them; the results leave the kernel as JSON, and the g
 test files from its own copies."""
 
 import json
-import os
 import pathlib
 import sys
-import tempfile
 import textwrap
 
 import nbformat
@@ -16,32 +14,11 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "grading-image" / "otter-edge"))
 import grade  # noqa: E402
-from test_grader_side_checks import HOSTILE, SAMPLE, sample_tests, score  # noqa: E402,F401
+from test_grader_side_checks import HOSTILE, SAMPLE, run, sample_tests, score, write_tests  # noqa: E402,F401
 
 
 def run_in_kernel(nb, test_paths, **options):
-    """grade.py's kernel-isolation grade_notebook as otter's PythonRunner calls it."""
-    work = pathlib.Path(tempfile.mkdtemp())
-    path = work / "submission.ipynb"
-    nbformat.write(nb, path)
-    grade.kill_student_processes = lambda: None
-    here = os.getcwd()
-    os.chdir(work)
-    try:
-        return grade.make_grade_notebook_in_kernel()(str(path), tests_glob=test_paths, test_dir=str(pathlib.Path(test_paths[0]).parent),
-                                                      cwd=str(work), ignore_errors=True, **options)
-    finally:
-        os.chdir(here)
-
-
-def write_tests(tmp_path, tests):
-    test_dir = tmp_path / "tests"
-    test_dir.mkdir()
-    for name, cases in tests.items():
-        spec = {"name": name, "points": len(cases), "suites": [{"type": "doctest", "cases": [
-            {"code": textwrap.dedent(code), "hidden": hidden} for code, hidden in cases]}]}
-        (test_dir / f"{name}.py").write_text(f"OK_FORMAT = True\ntest = {spec!r}\n")
-    return sorted(str(p) for p in test_dir.glob("*.py"))
+    return run(nb, test_paths, grade.make_grade_notebook_in_kernel, **options)
 
 
 def notebook(*cells):
