@@ -1,11 +1,12 @@
+import { type Environment, EnvironmentError, readEnvironment } from "@otter-edge/shared";
 import { unzipSync } from "fflate";
 import { ApiError } from "./errors.js";
 
 /**
- * Checks that an upload is an otter autograder.zip and reads the otter-grader version it pins:
- * runners pick the grading image by that version.
+ * Checks that an upload is an otter autograder.zip and reads the otter-grader version it pins
+ * (runners pick the grading image by it) and the environment it asks for (installed on top).
  */
-export function inspectAutograder(zip: Uint8Array): { otterVersion: string } {
+export function inspectAutograder(zip: Uint8Array): { otterVersion: string; environment: Environment } {
   const manifests = ["requirements.txt", "environment.yml"];
   let files: Record<string, Uint8Array>;
   try {
@@ -22,7 +23,15 @@ export function inspectAutograder(zip: Uint8Array): { otterVersion: string } {
   if (!pin) {
     throw new ApiError(400, "otter_version_unpinned", "The zip's requirements.txt or environment.yml must pin otter-grader (otter-grader==X.Y.Z) so the right grading image is used.");
   }
-  return { otterVersion: pin[1]! };
+  let environment: Environment;
+  try {
+    const text = (name: string) => (files[name] ? new TextDecoder().decode(files[name]) : undefined);
+    environment = readEnvironment({ requirementsTxt: text("requirements.txt"), environmentYml: text("environment.yml") });
+  } catch (err) {
+    if (err instanceof EnvironmentError) throw new ApiError(400, err.code, err.message);
+    throw err;
+  }
+  return { otterVersion: pin[1]!, environment };
 }
 
 export async function sha256Hex(bytes: Uint8Array): Promise<string> {

@@ -48,6 +48,12 @@ export interface Env {
   PASSBACK_CONCURRENCY?: string;
   /** How far an LTI launch's oauth_timestamp may be from now, in seconds. */
   LTI_TIMESTAMP_WINDOW_S?: string;
+  /**
+   * The package index the runners install assignment requirements from (its simple API, the URL
+   * pip's index-url names). When set, uploads are checked against it: unknown packages and
+   * versions are refused at upload. Unset: only the requirements' syntax is checked.
+   */
+  PACKAGE_INDEX_URL?: string;
 }
 
 export function intSetting(value: string | undefined, fallback: number): number {

@@ -1,5 +1,6 @@
 #!/usr/bin/env -S node --import tsx
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import Docker from "dockerode";
 import { Agent } from "./agent.js";
 import { Artifacts } from "./artifacts.js";
@@ -40,6 +41,7 @@ async function sandboxFor(config: RunnerConfig): Promise<Sandbox> {
       log,
       sandboxContract: config.imageContract,
       warmPool: config.warmPool > 0 ? { size: config.warmPool, maxAgeMs: config.warmMaxAgeMs } : undefined,
+      environments: { caBundle: config.buildCaBundle, budgetBytes: config.environmentBudgetBytes, logDir: join(config.cacheDir, "environment-logs") },
     },
   );
   const images = await sandbox.images();

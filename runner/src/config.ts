@@ -43,6 +43,10 @@ Every option can also be set by the environment variable shown.
                          for development without Docker only
   --otter-bin PATH       otter executable for --unsandboxed       OTTER_EDGE_OTTER_BIN (default otter)
   --metrics-port N       Prometheus /metrics, /healthz, /readyz  OTTER_EDGE_METRICS_PORT (default 9464; 0 = off)
+  --build-ca-bundle PEM  CA bundle pip trusts when building assignment environments (a TLS-inspecting
+                         proxy to the package index)       OTTER_EDGE_BUILD_CA_BUNDLE
+  --environment-budget B disk assignment environment images may add (bytes; least recently used removed)
+                                                           OTTER_EDGE_ENVIRONMENT_BUDGET_BYTES (default 20 GiB)
   --help                 Show this help
 
 The Docker engine is reached through DOCKER_HOST (default unix:///var/run/docker.sock).
@@ -69,6 +73,10 @@ const RunnerConfig = z.object({
   unsandboxed: z.boolean(),
   otterBin: z.string().min(1),
   metricsPort: z.coerce.number().int().min(0).max(65535),
+  /** PEM bundle pip trusts while building an assignment environment (a TLS-inspecting proxy on the node's way to the package index). */
+  buildCaBundle: z.string().min(1).optional(),
+  /** Disk that assignment environment images may add on top of the grading images; least recently used removed beyond it. */
+  environmentBudgetBytes: z.coerce.number().int().min(0),
 });
 export type RunnerConfig = z.infer<typeof RunnerConfig>;
 
@@ -97,6 +105,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
       unsandboxed: { type: "boolean" },
       "otter-bin": { type: "string" },
       "metrics-port": { type: "string" },
+      "build-ca-bundle": { type: "string" },
+      "environment-budget": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -130,6 +140,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
     unsandboxed: values.unsandboxed ?? env.OTTER_EDGE_UNSANDBOXED === "1",
     otterBin: values["otter-bin"] ?? env.OTTER_EDGE_OTTER_BIN ?? "otter",
     metricsPort: values["metrics-port"] ?? env.OTTER_EDGE_METRICS_PORT ?? 9464,
+    buildCaBundle: values["build-ca-bundle"] ?? env.OTTER_EDGE_BUILD_CA_BUNDLE,
+    environmentBudgetBytes: values["environment-budget"] ?? env.OTTER_EDGE_ENVIRONMENT_BUDGET_BYTES ?? 20 * 1024 ** 3,
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

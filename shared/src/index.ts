@@ -2,3 +2,4 @@ export * from "./notebook.js";
 export * from "./protocol.js";
 export * from "./grades.js";
 export * from "./shards.js";
+export * from "./environment.js";

@@ -43,6 +43,10 @@ export const assignments = sqliteTable(
     timeoutSeconds: integer("timeout_seconds").notNull().default(600),
     /** Where the tests run: "kernel" (exactly otter) or "grader" (tamper-resistant); see shared Isolation. */
     isolation: text("isolation", { enum: ["kernel", "grader"] }).notNull().default("kernel"),
+    /** Content address of the environment the zip asks for (shared environmentHash); null: the grading image as it is. */
+    environmentHash: text("environment_hash"),
+    /** The environment's pip requirements and upload warnings, JSON (shown to staff). */
+    environment: text("environment", { mode: "json" }).$type<{ requirements: string[]; warnings: string[] }>(),
     updatedAt: text("updated_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.course, t.assignment] })],

@@ -1,4 +1,4 @@
-import { Isolation } from "@otter-edge/shared";
+import { Isolation, environmentHash } from "@otter-edge/shared";
 import { Hono } from "hono";
 import { and, count, desc, eq, inArray } from "drizzle-orm";
 import { z } from "zod";
@@ -6,6 +6,7 @@ import { issueToken, revokeToken } from "../auth/api-tokens.js";
 import { type StaffEnv, assertAdmin, assertCourse, requireStaff } from "../auth/service-tokens.js";
 import { inspectAutograder, sha256Hex } from "../autograder.js";
 import { CourseConfig, loadCourseConfig } from "../course-config.js";
+import { checkAgainstIndex } from "../environment-check.js";
 import { database, nowIso } from "../db/client.js";
 import { PASSBACK_STATES, TOKEN_KINDS, apiTokens, assignments, passbacks } from "../db/schema.js";
 import { retryPassback } from "../passback/retry.js";
@@ -39,7 +40,7 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
   const zip = new Uint8Array(await c.req.arrayBuffer());
   if (zip.byteLength === 0) throw new ApiError(400, "empty_upload", "Send the autograder.zip as the request body.");
   if (zip.byteLength > MAX_AUTOGRADER_BYTES) throw new ApiError(413, "payload_too_large", "An autograder.zip may be at most 50 MB.");
-  const { otterVersion } = inspectAutograder(zip);
+  const { otterVersion, environment } = inspectAutograder(zip);
   const timeoutSeconds = Number(c.req.query("timeout_seconds") ?? 600);
   if (!Number.isInteger(timeoutSeconds) || timeoutSeconds < 10 || timeoutSeconds > 3600) {
     throw new ApiError(400, "invalid_timeout", "timeout_seconds must be a whole number from 10 to 3600.");
@@ -50,16 +51,45 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
   if (isolation && !isolation.success) {
     throw new ApiError(400, "invalid_isolation", 'isolation must be "kernel" (tests run as `otter run` runs them) or "grader" (tests run outside the notebook\'s kernel).');
   }
+  // Refused now rather than found by the first student's job: a package or version the index lacks.
+  const indexChecked = Boolean(c.env.PACKAGE_INDEX_URL) && environment.requirements.length > 0;
+  if (indexChecked) await checkAgainstIndex(environment.requirements, c.env.PACKAGE_INDEX_URL!);
+  const envHash = environment.requirements.length ? await environmentHash(otterVersion, environment.requirements) : null;
   const sha256 = await sha256Hex(zip);
   await c.env.BLOBS.put(`autograders/${sha256}`, zip, { httpMetadata: { contentType: "application/zip" } });
   const updatedAt = nowIso();
-  const changes = { autograderSha256: sha256, otterVersion, timeoutSeconds, updatedAt, ...(isolation ? { isolation: isolation.data } : {}) };
+  const changes = {
+    autograderSha256: sha256,
+    otterVersion,
+    timeoutSeconds,
+    updatedAt,
+    environmentHash: envHash,
+    environment: { requirements: environment.requirements, warnings: environment.warnings },
+    ...(isolation ? { isolation: isolation.data } : {}),
+  };
   const [row] = await database(c.env.DB)
     .insert(assignments)
     .values({ course: c.req.param("course"), assignment: c.req.param("assignment"), ...changes })
     .onConflictDoUpdate({ target: [assignments.course, assignments.assignment], set: changes })
     .returning();
-  return c.json({ course: row!.course, assignment: row!.assignment, sha256, otter_version: otterVersion, timeout_seconds: timeoutSeconds, isolation: row!.isolation });
+  return c.json({
+    course: row!.course,
+    assignment: row!.assignment,
+    sha256,
+    otter_version: otterVersion,
+    timeout_seconds: timeoutSeconds,
+    isolation: row!.isolation,
+    // What the runners will grade in: the grading image of otter_version, plus these packages.
+    environment: {
+      hash: envHash,
+      image: envHash ? `otter-edge grading image for otter-grader ${otterVersion} + ${environment.requirements.length} requirement(s), built on first use` : `otter-edge grading image for otter-grader ${otterVersion}`,
+      requirements: environment.requirements,
+      from_conda: environment.fromConda,
+      python: environment.python,
+      warnings: environment.warnings,
+      index_checked: indexChecked,
+    },
+  });
 });
 
 adminRoutes.get("/stats", async (c) => {

@@ -1,5 +1,7 @@
 import { randomUUID } from "node:crypto";
 import Docker from "dockerode";
+import { type Environment, EnvironmentError, environmentOfZip } from "@otter-edge/shared";
+import { ENVIRONMENT_LABEL, EnvironmentImages, type EnvironmentImagesOptions } from "./environment-images.js";
 import { InfrastructureError } from "./errors.js";
 import { LOG_TAIL_BYTES, MAX_RESULTS_BYTES, type Sandbox, type SandboxInput, type SandboxRun } from "./sandbox.js";
 import { packFiles, readSingleFile } from "./tar.js";
@@ -67,6 +69,8 @@ export interface DockerSandboxOptions {
   warmPool?: { size: number; maxAgeMs: number };
   /** The org.otter-edge.sandbox value images must carry (default SANDBOX_CONTRACT): to keep a runner on a test build of the image. */
   sandboxContract?: string;
+  /** Assignment environments (requirements installed on top of the grading image): build settings. */
+  environments?: EnvironmentImagesOptions;
   /** Where the sandbox reports what it does outside a job (reaping, stuck containers). */
   log?: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
 }
@@ -98,6 +102,8 @@ interface WarmContainer {
  */
 export class DockerSandbox implements Sandbox {
   readonly description: string;
+  /** Per-assignment images with the autograder.zip's requirements installed. */
+  readonly environments: EnvironmentImages;
   /** Runs of this process whose container may exist (jobs and warm containers): never reaped. */
   private readonly live = new Set<string>();
   /** Containers that did not stop after a kill, by id: left in place (and labelled) for an operator, not reaped by this process. */
@@ -125,6 +131,7 @@ export class DockerSandbox implements Sandbox {
     this.description = `docker (${limits.runtime ?? "default runtime"}${pool})`;
     this.killGraceMs = options.killGraceMs ?? 30_000;
     this.contract = options.sandboxContract ?? SANDBOX_CONTRACT;
+    this.environments = new EnvironmentImages(docker, { ...options.environments, log: options.environments?.log ?? options.log });
   }
 
   private get poolSize(): number {
@@ -172,11 +179,23 @@ export class DockerSandbox implements Sandbox {
     const images = await this.docker.listImages({ filters: { label: [OTTER_VERSION_LABEL, `${SANDBOX_LABEL}=${this.contract}`] } });
     const byVersion = new Map<string, { ref: string; id: string; warm: boolean }>();
     for (const image of images.sort((a, b) => a.Created - b.Created)) {
+      // Environment images inherit the grading image's labels; they are chosen per assignment, below.
+      if (image.Labels?.[ENVIRONMENT_LABEL]) continue;
       const version = image.Labels?.[OTTER_VERSION_LABEL];
       if (version)
         byVersion.set(version, { ref: image.RepoTags?.find((t) => t !== "<none>:<none>") ?? image.Id, id: image.Id, warm: image.Labels?.[WARM_START_LABEL] === WARM_START_CONTRACT });
     }
     return byVersion;
+  }
+
+  /** The environment an autograder.zip asks for; the gateway checked it at upload. */
+  private environmentOf(autograder: Buffer): Environment {
+    try {
+      return environmentOfZip(autograder);
+    } catch (err) {
+      if (err instanceof EnvironmentError) throw new InfrastructureError(`the autograder.zip's environment cannot be installed: ${err.message}`);
+      throw new InfrastructureError(`the autograder.zip cannot be read: ${String(err)}`);
+    }
   }
 
   /** Grading images present on this engine, by otter-grader version. */
@@ -364,9 +383,13 @@ export class DockerSandbox implements Sandbox {
   private async runOnce(input: SandboxInput): Promise<SandboxRun> {
     const timings: Record<string, number> = {};
     const t0 = performance.now();
-    const image = (await this.engine(() => this.imageRefs())).get(input.otterVersion);
-    if (!image) throw new InfrastructureError(`no grading image for otter-grader ${input.otterVersion} on this node`);
-    const warm = this.poolSize > 0 ? this.takeWarm(input.otterVersion, image.id) : undefined;
+    const gradingImage = (await this.engine(() => this.imageRefs())).get(input.otterVersion);
+    if (!gradingImage) throw new InfrastructureError(`no grading image for otter-grader ${input.otterVersion} on this node`);
+    const tEnv = performance.now();
+    const image = await this.environments.imageFor(gradingImage, input.otterVersion, this.environmentOf(input.autograder));
+    timings.environmentMs = performance.now() - tEnv;
+    // Warm containers are of grading images proper; an assignment with its own environment starts cold.
+    const warm = this.poolSize > 0 && image.warm ? this.takeWarm(input.otterVersion, image.id) : undefined;
     // The pool is refilled once this job's container is gone (below), so that starting its
     // replacement does not compete with the job for CPU; an empty pool (or a newly built image) is
     // filled now.

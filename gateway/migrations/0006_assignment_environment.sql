@@ -1,0 +1,2 @@
+ALTER TABLE `assignments` ADD `environment_hash` text;--> statement-breakpoint
+ALTER TABLE `assignments` ADD `environment` text;
