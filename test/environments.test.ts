@@ -6,7 +6,8 @@ import { strToU8, unzipSync, zipSync } from "fflate";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { environmentHash, environmentOfZip } from "@otter-edge/shared";
 import { DockerSandbox, OTTER_VERSION_LABEL } from "../runner/src/grading/docker-sandbox.js";
-import { ENVIRONMENT_LABEL, EnvironmentBuildError } from "../runner/src/grading/environment-images.js";
+import { ENVIRONMENT_LABEL } from "../runner/src/grading/environment-images.js";
+import { EnvironmentBuildError } from "../runner/src/grading/errors.js";
 import { gradeFromRun } from "../runner/src/grading/results.js";
 import type { SandboxInput } from "../runner/src/grading/sandbox.js";
 import { ROOT } from "../scripts/local-stack.js";
@@ -121,6 +122,7 @@ describe("assignment environments", () => {
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(EnvironmentBuildError);
+    expect((err as EnvironmentBuildError).network, "pip refused the requirements: the assignment's fault, not the node's").toBe(false);
     expect(String((err as Error).message)).toMatch(/tabulate==0\.8\.10.*tabulate==0\.9\.0|conflict/is);
     const hash = await environmentHash("7.0.0", environmentOfZip(CONFLICT).requirements);
     expect(readdirSync(LOGS)).toContain(`${hash}.log`);

@@ -1,6 +1,7 @@
+import { SELF } from "cloudflare:test";
 import { strToU8, zipSync } from "fflate";
 import { describe, expect, it } from "vitest";
-import { adminFetch, setUpAssignment, uniqueAssignment } from "./helpers.js";
+import { ADMIN, BASE, TestRunner, adminFetch, gradedOutcome, setUpAssignment, status, submit, uniqueAssignment } from "./helpers.js";
 
 /**
  * What an autograder.zip asks to have installed is read at upload: answered (what the runners will
@@ -79,5 +80,63 @@ describe("an autograder.zip's environment at upload", () => {
     // setUpAssignment's zip is still the assignment's: a refused upload changed nothing.
     const current = await adminFetch(`/assignments/${assignment.course}/${assignment.assignment}/autograder`, { method: "PUT", body: zipWith({ "requirements.txt": "otter-grader==7.0.0\n" }) });
     expect(current.status).toBe(200);
+  });
+});
+
+describe("an assignment whose environment cannot be installed", () => {
+  async function staffCookie(): Promise<string> {
+    const res = await SELF.fetch(`${BASE}/staff/login`, {
+      method: "POST",
+      redirect: "manual",
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: BASE },
+      body: new URLSearchParams({ token: ADMIN, next: "/staff" }).toString(),
+    });
+    return (res.headers.get("set-cookie") ?? "").split(";")[0]!;
+  }
+
+  it("holds its jobs (never graded 0), tells staff why, and grades them with the next zip uploaded", async () => {
+    const a = uniqueAssignment("environment-held");
+    await setUpAssignment(a);
+    const put = (files: Record<string, string>) =>
+      adminFetch(`/assignments/${a.course}/${a.assignment}/autograder`, { method: "PUT", body: zipWith({ "requirements.txt": `otter-grader==${a.otterVersion}\n`, ...files }) }).then(
+        async (r) => (await r.json()) as Record<string, any>,
+      );
+    const broken = await put({ "requirements.txt": `otter-grader==${a.otterVersion}\ntabulate==0.9.0\ntabulate==0.8.10\n` });
+    const runner = await TestRunner.connect("runner-environment", { capacity: 2, otterVersions: [a.otterVersion] });
+
+    const first = await submit(a);
+    const lease = await runner.next("lease");
+    expect(lease.job.autograder.sha256).toBe(broken.sha256);
+    const pipSays = "ERROR: Cannot install tabulate==0.8.10 and tabulate==0.9.0 because these package versions have conflicting dependencies.";
+    runner.send({ type: "result", lease: lease.lease, outcome: { kind: "environment_failed", environment: broken.environment.hash, message: pipSays } });
+    expect((await runner.next("ack")).accepted).toBe(true);
+
+    // The student is told why it waits; the job is not failed and not graded.
+    const waiting = (await status(first.id)).body;
+    expect(waiting).toMatchObject({ status: "queued", waiting_for: "environment", score: null });
+    // A later submission of the same assignment waits too, without a runner trying the build again.
+    const second = await submit(a);
+    const stats = (await (await adminFetch("/stats")).json()) as { queue: { waiting_for_environment: number } };
+    expect(stats.queue.waiting_for_environment).toBeGreaterThanOrEqual(2);
+    expect(runner.has("lease")).toBe(false);
+    // Staff see pip's reason on the assignment page.
+    const staffPage = await (await SELF.fetch(`${BASE}/staff/courses/${a.course}/assignments/${a.assignment}`, { headers: { cookie: await staffCookie() } })).text();
+    expect(staffPage).toContain('id="environment-failed"');
+    expect(staffPage).toContain("Cannot install tabulate==0.8.10 and tabulate==0.9.0");
+
+    // A fixed zip: both jobs are queued again with it, and graded.
+    const fixed = await put({ "requirements.txt": `otter-grader==${a.otterVersion}\ntabulate==0.9.0\n` });
+    expect(fixed.resumed_jobs).toBe(2);
+    const leases = [await runner.next("lease"), await runner.next("lease")];
+    expect(leases.map((l) => l.job.submissionId).sort()).toEqual([first.id, second.id].sort());
+    for (const l of leases) {
+      expect(l.job.autograder.sha256).toBe(fixed.sha256);
+      runner.send({ type: "result", lease: l.lease, outcome: gradedOutcome(1) });
+      expect((await runner.next("ack")).accepted).toBe(true);
+    }
+    expect((await status(first.id)).body).toMatchObject({ status: "graded", score: 1, waiting_for: null });
+    const after = await (await SELF.fetch(`${BASE}/staff/courses/${a.course}/assignments/${a.assignment}`, { headers: { cookie: await staffCookie() } })).text();
+    expect(after).not.toContain('id="environment-failed"');
+    runner.close();
   });
 });

@@ -2,7 +2,7 @@ import type { Grade, JobSpec, LeaseMessage, LeaseRef } from "@otter-edge/shared"
 import { PROTOCOL_VERSION, ResultMessage } from "@otter-edge/shared";
 import type { Artifacts } from "./artifacts.js";
 import type { GatewayConnection } from "./connection.js";
-import { InfrastructureError } from "./grading/errors.js";
+import { EnvironmentBuildError, InfrastructureError } from "./grading/errors.js";
 import { gradeFromRun } from "./grading/results.js";
 import type { Sandbox } from "./grading/sandbox.js";
 import type { Logger } from "./log.js";
@@ -339,6 +339,11 @@ export class Agent {
       log.info({ verdict: grade.verdict, score: grade.score, points: grade.points, maxPoints: grade.maxPoints, exitCode: run.exitCode, container: run.container?.slice(0, 12), timings: run.timings }, "graded");
       return { kind: "graded", grade, timings: { fetchMs, ...run.timings } };
     } catch (err) {
+      if (err instanceof EnvironmentBuildError && !err.network) {
+        this.record("environment_failed", t0, {});
+        log.error({ environment: err.environment.slice(0, 16), err: err.message.slice(0, 500) }, "the assignment's environment cannot be installed");
+        return { kind: "environment_failed", environment: err.environment, message: err.message.slice(0, 4_000) };
+      }
       this.stats.infrastructureErrors += 1;
       this.record("infrastructure_error", t0, {});
       const message = err instanceof InfrastructureError ? err.message : `runner error: ${String(err)}`;

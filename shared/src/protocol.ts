@@ -51,6 +51,11 @@ export const ResultMessage = z.object({
     z.object({ kind: z.literal("graded"), grade: Grade, timings: z.record(z.string(), z.number()).default({}) }),
     /** Not the student's fault (engine down, image missing, fetch failed): the job is retried, never graded 0. */
     z.object({ kind: z.literal("infrastructure_error"), message: z.string().max(2_000) }),
+    /**
+     * The assignment's environment (its autograder.zip's requirements) cannot be installed: neither
+     * the student's fault nor the node's. The job waits, never graded 0, until staff upload a zip.
+     */
+    z.object({ kind: z.literal("environment_failed"), environment: Sha256, message: z.string().max(4_000) }),
   ]),
 });
 

@@ -47,6 +47,10 @@ export const assignments = sqliteTable(
     environmentHash: text("environment_hash"),
     /** The environment's pip requirements and upload warnings, JSON (shown to staff). */
     environment: text("environment", { mode: "json" }).$type<{ requirements: string[]; warnings: string[] }>(),
+    /** "failed" when a runner could not install the environment (jobs wait for a new zip); null otherwise. */
+    environmentStatus: text("environment_status", { enum: ["failed"] }),
+    /** pip's reason for the failure, shown to staff. */
+    environmentError: text("environment_error"),
     updatedAt: text("updated_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.course, t.assignment] })],

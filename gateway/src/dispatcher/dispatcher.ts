@@ -11,6 +11,7 @@ import { type Env, intSetting } from "../env.js";
 import { JobQueue, type JobRow } from "./queue.js";
 import { passbackOutbox } from "../passback/outbox.js";
 import { type JobJournal, journalFor } from "./journal.js";
+import { markEnvironmentFailed } from "./environment-status.js";
 import { shardCount } from "./stub.js";
 
 /** What the Dispatcher remembers about a runner's socket; kept on the socket so it survives hibernation. */
@@ -91,6 +92,16 @@ export class Dispatcher extends DurableObject<Env> {
     }
     await this.dispatch();
     return doomed.length;
+  }
+
+  /** An assignment has a new autograder.zip: its jobs waiting for a working environment are queued with it. */
+  async resumeAssignment(course: string, assignment: string, autograder: JobSpec["autograder"]): Promise<number> {
+    const resumed = this.queue.unblockAssignment(course, assignment, autograder);
+    if (resumed > 0) {
+      log("info", "jobs waiting for the environment resumed", { course, assignment, resumed });
+      await this.dispatch();
+    }
+    return resumed;
   }
 
   /** Closes every socket opened with this runner token and requeues what they held. */
@@ -242,6 +253,23 @@ export class Dispatcher extends DurableObject<Env> {
     if (!job || job.lease_token !== lease.token) {
       log("warn", "stale result refused", { runner: session.runner, jobId: lease.jobId });
       send(ws, { type: "ack", lease, accepted: false, reason: "stale_lease" });
+      return;
+    }
+    if (outcome.kind === "environment_failed") {
+      // The zip's requirements cannot be installed: the job (and the assignment's next ones) wait for
+      // staff to upload a fixed zip, which queues them again (resumeAssignment). Never graded 0.
+      this.queue.blockOnEnvironment(job.id, outcome.environment);
+      const spec = JSON.parse(job.spec) as JobSpec;
+      log("warn", "job waits for the assignment's environment", { runner: session.runner, jobId: job.id, course: spec.course, assignment: spec.assignment, environment: outcome.environment });
+      // Written before the ack, so that whoever reads the submission after it sees why it waits.
+      await this.logged(
+        Promise.all([
+          markEnvironmentFailed(this.env.DB, spec, outcome.environment, outcome.message),
+          this.journal(job).waitingForEnvironment("The assignment's packages could not be installed; course staff have been told. This submission will be graded as soon as they fix it."),
+        ]),
+      );
+      send(ws, { type: "ack", lease, accepted: true });
+      await this.dispatch();
       return;
     }
     if (outcome.kind === "infrastructure_error") {

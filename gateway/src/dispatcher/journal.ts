@@ -2,7 +2,7 @@ import type { Grade, JobSpec } from "@otter-edge/shared";
 import type { Env } from "../env.js";
 import { repostPolicyGrade } from "../passback/repost.js";
 import { recordRegradeFailed, recordRegradeGrade, recordRegradeRequeued, regradeLeasedWrites } from "../regrade/record.js";
-import { leasedWrites, recordFailed, recordGrade, recordRequeued } from "./record.js";
+import { leasedWrites, recordFailed, recordGrade, recordRequeued, recordWaitingForEnvironment } from "./record.js";
 
 /**
  * Where the Dispatcher writes what happens to a job: the submission's own row for a new submission,
@@ -12,6 +12,8 @@ export interface JobJournal {
   /** The D1 writes for a lease; the caller runs them, batched with the other leases of the moment. */
   leasedWrites(attempt: number, runner: string): D1PreparedStatement[];
   requeued(reason: string): Promise<void>;
+  /** The job waits for a fixed autograder.zip (its environment cannot be installed). */
+  waitingForEnvironment(reason: string): Promise<void>;
   failed(reason: string): Promise<void>;
   /** Records a grade; `passbackDue` says the outbox has a new row to deliver. */
   graded(token: string, runner: string, grade: Grade): Promise<{ recorded: boolean; passbackDue: boolean }>;
@@ -24,6 +26,7 @@ export function journalFor(env: Env, job: JobSpec): JobJournal {
     return {
       leasedWrites: (attempt, runner) => leasedWrites(env.DB, id, attempt, runner),
       requeued: (reason) => recordRequeued(env.DB, id, reason),
+      waitingForEnvironment: (reason) => recordWaitingForEnvironment(env.DB, id, reason),
       failed: (reason) => recordFailed(env.DB, id, reason),
       graded: async (token, runner, grade) => {
         const recorded = await recordGrade(env.DB, id, token, runner, grade);
@@ -34,6 +37,7 @@ export function journalFor(env: Env, job: JobSpec): JobJournal {
   return {
     leasedWrites: (attempt) => regradeLeasedWrites(env.DB, regradeId, id, attempt),
     requeued: (reason) => recordRegradeRequeued(env.DB, regradeId, id, reason),
+    waitingForEnvironment: (reason) => recordRegradeRequeued(env.DB, regradeId, id, reason),
     failed: (reason) => recordRegradeFailed(env.DB, regradeId, id, reason),
     graded: async (token, runner, grade) => {
       const result = await recordRegradeGrade(env.DB, regradeId, id, token, runner, grade);

@@ -18,6 +18,8 @@ export type FleetRunner = Omit<RunnerView, "slots">;
 interface ShardStats {
   pending: number;
   leased: number;
+  /** Jobs parked until their assignment's environment can be installed (a new zip). */
+  waitingForEnvironment: number;
   oldestEnqueuedAt: number | null;
   runners: RunnerView[];
 }
@@ -33,6 +35,7 @@ export async function queueStats(env: Env): Promise<QueueStats> {
   return {
     pending: sum(shards.map((s) => s.pending)),
     leased: sum(shards.map((s) => s.leased)),
+    waitingForEnvironment: sum(shards.map((s) => s.waitingForEnvironment)),
     oldestEnqueuedAt: oldest.length > 0 ? Math.min(...oldest) : null,
     runners: mergeRunners(shards.flatMap((s) => s.runners)),
   };

@@ -13,6 +13,8 @@ export interface JobRow {
   lease_runner: string | null;
   lease_deadline: number | null;
   lease_hard_deadline: number | null;
+  /** The environment hash whose build failed: the job waits for a new autograder.zip (never leased meanwhile). */
+  env_blocked: string | null;
   [key: string]: SqlStorageValue;
 }
 
@@ -49,17 +51,52 @@ export class JobQueue {
       CREATE INDEX IF NOT EXISTS jobs_pending ON jobs (priority DESC, enqueued_at) WHERE lease_token IS NULL;
       CREATE INDEX IF NOT EXISTS jobs_by_session ON jobs (lease_session) WHERE lease_token IS NOT NULL;
     `);
+    // Added after the table first shipped: queues created before have it added once.
+    const columns = sql.exec<{ name: string }>("PRAGMA table_info(jobs)").toArray();
+    if (!columns.some((c) => c.name === "env_blocked")) sql.exec("ALTER TABLE jobs ADD COLUMN env_blocked TEXT");
   }
 
   add(job: JobSpec, priority: number, now: number): void {
+    // A job of an assignment whose environment is known not to build (same zip) waits with the others
+    // instead of making a runner try the build again.
     this.sql.exec(
-      "INSERT OR IGNORE INTO jobs (id, spec, otter_version, priority, enqueued_at) VALUES (?, ?, ?, ?, ?)",
+      `INSERT OR IGNORE INTO jobs (id, spec, otter_version, priority, enqueued_at, env_blocked) VALUES (?1, ?2, ?3, ?4, ?5,
+         (SELECT env_blocked FROM jobs WHERE env_blocked IS NOT NULL AND json_extract(spec, '$.course') = ?6
+            AND json_extract(spec, '$.assignment') = ?7 AND json_extract(spec, '$.autograder.sha256') = ?8 LIMIT 1))`,
       jobKey(job),
       JSON.stringify(job),
       job.autograder.otterVersion,
       priority,
       now,
+      job.course,
+      job.assignment,
+      job.autograder.sha256,
     );
+  }
+
+  /** Takes the lease back without counting the attempt, and parks the job until its assignment gets a new zip. */
+  blockOnEnvironment(id: string, environment: string): void {
+    this.sql.exec(
+      `UPDATE jobs SET lease_token = NULL, lease_session = NULL, lease_runner = NULL, lease_deadline = NULL,
+         lease_hard_deadline = NULL, attempts = MAX(0, attempts - 1), env_blocked = ? WHERE id = ?`,
+      environment,
+      id,
+    );
+  }
+
+  /**
+   * An assignment got a new autograder.zip: its parked jobs are queued again, to grade with it. The
+   * whole spec's autograder is replaced, as a regrade would use the current zip. Returns how many.
+   */
+  unblockAssignment(course: string, assignment: string, autograder: JobSpec["autograder"]): number {
+    return this.sql.exec(
+      `UPDATE jobs SET env_blocked = NULL, not_before = 0, otter_version = ?3, spec = json_set(spec, '$.autograder', json(?4))
+         WHERE env_blocked IS NOT NULL AND json_extract(spec, '$.course') = ?1 AND json_extract(spec, '$.assignment') = ?2`,
+      course,
+      assignment,
+      autograder.otterVersion,
+      JSON.stringify(autograder),
+    ).rowsWritten;
   }
 
   get(id: string): JobRow | undefined {
@@ -79,7 +116,7 @@ export class JobQueue {
   pending(now: number, limit: number, otterVersions: string[]): JobRow[] {
     return this.sql
       .exec<JobRow>(
-        `SELECT * FROM jobs WHERE lease_token IS NULL AND not_before <= ?
+        `SELECT * FROM jobs WHERE lease_token IS NULL AND not_before <= ? AND env_blocked IS NULL
            AND otter_version IN (SELECT value FROM json_each(?))
          ORDER BY priority DESC, enqueued_at LIMIT ?`,
         now,
@@ -161,18 +198,18 @@ export class JobQueue {
       .exec<{ t: number | null }>(
         `SELECT MIN(t) AS t FROM (
            SELECT MIN(lease_deadline) AS t FROM jobs WHERE lease_token IS NOT NULL
-           UNION ALL SELECT MIN(not_before) FROM jobs WHERE lease_token IS NULL AND not_before > ?)`,
+           UNION ALL SELECT MIN(not_before) FROM jobs WHERE lease_token IS NULL AND env_blocked IS NULL AND not_before > ?)`,
         now,
       )
       .one();
     return row.t ?? null;
   }
 
-  counts(): { pending: number; leased: number; oldestEnqueuedAt: number | null } {
+  counts(): { pending: number; leased: number; waitingForEnvironment: number; oldestEnqueuedAt: number | null } {
     return this.sql
-      .exec<{ pending: number; leased: number; oldestEnqueuedAt: number | null }>(
-        `SELECT COALESCE(SUM(lease_token IS NULL), 0) AS pending, COALESCE(SUM(lease_token IS NOT NULL), 0) AS leased,
-           MIN(enqueued_at) AS oldestEnqueuedAt FROM jobs`,
+      .exec<{ pending: number; leased: number; waitingForEnvironment: number; oldestEnqueuedAt: number | null }>(
+        `SELECT COALESCE(SUM(lease_token IS NULL AND env_blocked IS NULL), 0) AS pending, COALESCE(SUM(lease_token IS NOT NULL), 0) AS leased,
+           COALESCE(SUM(env_blocked IS NOT NULL), 0) AS waitingForEnvironment, MIN(enqueued_at) AS oldestEnqueuedAt FROM jobs`,
       )
       .one();
   }

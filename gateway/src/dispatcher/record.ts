@@ -25,6 +25,18 @@ export async function recordRequeued(db: D1Database, id: string, reason: string)
   ]);
 }
 
+/** The job waits for staff to fix the assignment's environment: queued, with the reason as its own event. */
+export async function recordWaitingForEnvironment(db: D1Database, id: string, reason: string): Promise<void> {
+  const at = nowIso();
+  await db.batch([
+    db.prepare("UPDATE submissions SET status = 'queued', updated_at = ?2 WHERE id = ?1 AND status IN ('queued', 'leased')").bind(id, at),
+    db.prepare(`INSERT INTO submission_events (submission_id, at, state, detail) VALUES (?1, ?2, '${WAITING_FOR_ENVIRONMENT}', ?3)`).bind(id, at, reason),
+  ]);
+}
+
+/** The event state of a submission waiting for its assignment's environment (see submissionJson's waiting_for). */
+export const WAITING_FOR_ENVIRONMENT = "waiting_environment";
+
 export async function recordFailed(db: D1Database, id: string, reason: string): Promise<void> {
   const at = nowIso();
   await db.batch([

@@ -24,7 +24,9 @@ export interface AssignmentStats {
   tests: Array<{ name: string; n: number; full: number; mean: number }>;
   deadPassbacks: Array<{ id: number; submission_id: string; user: string; attempts: number; last_error: string | null; updated_at: string }>;
   recent: Array<{ id: string; user: string; status: string; verdict: string | null; score: number | null; created_at: string }>;
-  queue: { pending: number; leased: number };
+  queue: { pending: number; leased: number; waitingForEnvironment: number };
+  /** What the assignment grades in: the zip's requirements on top of the grading image, and whether they could be installed. */
+  environment: { otterVersion: string; hash: string | null; requirements: string[]; warnings: string[]; status: "failed" | null; error: string | null };
   runners: Array<{ runner: string; capacity: number; holding: number; otterVersions: string[]; lastSeenAt: string | null }>;
 }
 
@@ -32,7 +34,7 @@ export interface AssignmentStats {
 export async function assignmentStats(env: Env, course: string, assignment: string): Promise<AssignmentStats | null> {
   const bind = (sql: string) => env.DB.prepare(sql).bind(course, assignment);
   const [known, totals, perDay, bins, tests, dead, recent] = await env.DB.batch([
-    bind(`SELECT 1 AS known FROM assignments WHERE course = ?1 AND assignment = ?2`),
+    bind(`SELECT otter_version, environment_hash, environment, environment_status, environment_error FROM assignments WHERE course = ?1 AND assignment = ?2`),
     bind(`SELECT COUNT(*) AS submissions, COUNT(DISTINCT user) AS students,
             SUM(status = 'queued') AS queued, SUM(status = 'leased') AS grading,
             SUM(status = 'graded') AS graded, SUM(status = 'failed') AS failed
@@ -49,7 +51,11 @@ export async function assignmentStats(env: Env, course: string, assignment: stri
     bind(`SELECT id, user, status, verdict, score, created_at FROM submissions
           WHERE course = ?1 AND assignment = ?2 ORDER BY created_at DESC, rowid DESC LIMIT 25`),
   ]);
-  if (known!.results.length === 0) return null;
+  const a = known!.results[0] as
+    | { otter_version: string; environment_hash: string | null; environment: string | null; environment_status: "failed" | null; environment_error: string | null }
+    | undefined;
+  if (!a) return null;
+  const spec = a.environment ? (JSON.parse(a.environment) as { requirements: string[]; warnings: string[] }) : { requirements: [], warnings: [] };
   const t = (totals!.results[0] ?? {}) as Record<string, number | null>;
   const scoreBins = Array.from({ length: SCORE_BINS }, () => 0);
   for (const b of bins!.results as Array<{ bin: number; n: number }>) scoreBins[b.bin] = b.n;
@@ -68,7 +74,8 @@ export async function assignmentStats(env: Env, course: string, assignment: stri
     tests: tests!.results as AssignmentStats["tests"],
     deadPassbacks: dead!.results as AssignmentStats["deadPassbacks"],
     recent: recent!.results as AssignmentStats["recent"],
-    queue: { pending: stats.pending, leased: stats.leased },
+    queue: { pending: stats.pending, leased: stats.leased, waitingForEnvironment: stats.waitingForEnvironment },
+    environment: { otterVersion: a.otter_version, hash: a.environment_hash, ...spec, status: a.environment_status, error: a.environment_error },
     runners: stats.runners,
   };
 }

@@ -57,6 +57,11 @@ export function assignmentPage(principal: Principal, course: string, assignment:
 <p id="totals">${s.totals.submissions} submissions from ${s.totals.students} students: ${s.totals.graded} graded, ${s.totals.failed} failed,
 ${s.totals.queued} queued, ${s.totals.grading} grading.</p>
 
+<h2>Environment</h2>
+${s.environment.status === "failed" ? html`<div id="environment-failed" class="alert"><p><strong>The assignment's packages could not be installed.</strong> Its submissions wait (none is graded 0): upload a fixed autograder.zip and they are graded with it.</p><pre>${s.environment.error ?? ""}</pre></div>` : ""}
+<p id="environment">otter-grader ${s.environment.otterVersion}${s.environment.requirements.length ? html`, plus <code>${s.environment.requirements.join(", ")}</code> installed from the package index (environment ${(s.environment.hash ?? "").slice(0, 12)}, built on each runner's first job, or already in the grading image)` : ": the grading image as it is"}.</p>
+${s.environment.warnings.map((w) => html`<p class="muted">${w}</p>`)}
+
 <h2>Submissions per day (UTC)</h2>
 ${s.perDay.length ? bars(s.perDay, (r) => r.day, (r) => r.n, "per-day") : html`<p>None yet.</p>`}
 
@@ -77,7 +82,7 @@ ${s.deadPassbacks.map(
 </tbody></table>`}
 
 <h2>Runners online</h2>
-<p id="queue">Queue (all courses): ${s.queue.pending} waiting, ${s.queue.leased} being graded.</p>
+<p id="queue">Queue (all courses): ${s.queue.pending} waiting, ${s.queue.leased} being graded${s.queue.waitingForEnvironment ? html`, ${s.queue.waitingForEnvironment} held until their assignment's packages can be installed` : ""}.</p>
 ${s.runners.length === 0 ? html`<p id="runners-none">No runner is connected: submissions wait in the queue until one is.</p>` : html`<table id="runners"><thead><tr><th>Runner</th><th>Busy / slots</th><th>otter-grader</th><th>Last heard</th></tr></thead><tbody>
 ${s.runners.map((r) => html`<tr><td>${r.runner}</td><td>${r.holding} / ${r.capacity}</td><td>${r.otterVersions.join(", ")}</td><td>${when(r.lastSeenAt)}</td></tr>`)}
 </tbody></table>`}

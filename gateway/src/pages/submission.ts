@@ -2,6 +2,7 @@ import { html, raw } from "hono/html";
 import type { passbacks } from "../db/schema.js";
 import { type SubmissionDetail, type Viewer, outputVisible } from "../submissions/detail.js";
 import { type Html, when } from "./layout.js";
+import { WAITING_FOR_ENVIRONMENT } from "../dispatcher/record.js";
 
 /**
  * The submission page (`GET /s/:id`): where a submission is (received → grading → graded → in the
@@ -68,7 +69,7 @@ export function liveFragment(viewer: Viewer, detail: SubmissionDetail): Html {
   const { row, events } = detail;
   const stateLabel = row.status === "leased" ? "grading" : row.status;
   return html`<section id="status" data-state="${row.status}" data-final="${isSettled(detail) ? "true" : "false"}">
-<p>Status: <span class="state state-${row.status}">${stateLabel}</span>${row.status === "queued" ? html` <span class="muted">waiting for a grader</span>` : ""}</p>
+<p>Status: <span class="state state-${row.status}">${stateLabel}</span>${row.status === "queued" ? html` <span class="muted">${events.at(-1)?.state === WAITING_FOR_ENVIRONMENT ? html`<span id="waiting-environment">waiting: the assignment's packages could not be installed; course staff are fixing it, and it will be graded then</span>` : "waiting for a grader"}</span>` : ""}</p>
 ${steps(detail)}
 ${score(row)}
 ${row.message ? html`<p id="message">${row.message}</p>` : ""}

@@ -65,6 +65,9 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
     updatedAt,
     environmentHash: envHash,
     environment: { requirements: environment.requirements, warnings: environment.warnings },
+    // A new zip gets a new chance: jobs that waited for a working environment are queued with it (below).
+    environmentStatus: null,
+    environmentError: null,
     ...(isolation ? { isolation: isolation.data } : {}),
   };
   const [row] = await database(c.env.DB)
@@ -72,6 +75,9 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
     .values({ course: c.req.param("course"), assignment: c.req.param("assignment"), ...changes })
     .onConflictDoUpdate({ target: [assignments.course, assignments.assignment], set: changes })
     .returning();
+  const resumed = (
+    await Promise.all(allDispatchers(c.env).map((d) => d.resumeAssignment(row!.course, row!.assignment, { sha256, otterVersion })))
+  ).reduce((a, b) => a + b, 0);
   return c.json({
     course: row!.course,
     assignment: row!.assignment,
@@ -89,6 +95,8 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
       warnings: environment.warnings,
       index_checked: indexChecked,
     },
+    // Jobs that were waiting because the previous zip's environment could not be installed.
+    resumed_jobs: resumed,
   });
 });
 
@@ -100,7 +108,7 @@ adminRoutes.get("/stats", async (c) => {
     db.select({ state: passbacks.state, n: count() }).from(passbacks).where(inArray(passbacks.state, ["pending", "retrying", "dead"])).groupBy(passbacks.state),
   ]);
   return c.json({
-    queue: { pending: queue.pending, leased: queue.leased, oldest_enqueued_at: queue.oldestEnqueuedAt ? new Date(queue.oldestEnqueuedAt).toISOString() : null },
+    queue: { pending: queue.pending, leased: queue.leased, waiting_for_environment: queue.waitingForEnvironment, oldest_enqueued_at: queue.oldestEnqueuedAt ? new Date(queue.oldestEnqueuedAt).toISOString() : null },
     runners: queue.runners,
     passback_backlog: Object.fromEntries(backlog.map((b) => [b.state, b.n])),
   });

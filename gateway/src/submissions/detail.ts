@@ -5,6 +5,7 @@ import { database } from "../db/client.js";
 import { passbacks, submissionEvents, submissions, testResults } from "../db/schema.js";
 import { ApiError } from "../errors.js";
 import { passbackView } from "../passback/view.js";
+import { WAITING_FOR_ENVIRONMENT } from "../dispatcher/record.js";
 
 /**
  * One submission with everything a person may ask about it: the row, its test results, every state
@@ -60,6 +61,8 @@ export function submissionJson(viewer: Viewer, { row, tests, events, passback }:
     created_at: row.createdAt,
     leased_at: row.leasedAt,
     finished_at: row.finishedAt,
+    // Why a queued submission is not being graded yet, when it is not simply its turn.
+    waiting_for: row.status === "queued" && events.at(-1)?.state === WAITING_FOR_ENVIRONMENT ? "environment" : null,
     tests: tests.map((t) => ({
       name: t.name,
       score: t.score,

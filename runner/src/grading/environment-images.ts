@@ -2,7 +2,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Docker from "dockerode";
 import { type Environment, environmentHash } from "@otter-edge/shared";
-import { InfrastructureError } from "./errors.js";
+import { EnvironmentBuildError } from "./errors.js";
 import { packFiles } from "./tar.js";
 
 /** Environment images carry the hash of what they install and the id of the grading image they were built on. */
@@ -36,7 +36,8 @@ export interface EnvironmentImagesOptions {
 /** pip settings passed from the runner's environment into the build, when set (a node's proxy or mirror). */
 const PASSED_BUILD_ARGS = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"];
 
-export class EnvironmentBuildError extends InfrastructureError {}
+/** pip's words for a package index it could not reach, as opposed to requirements it could not satisfy. */
+const NETWORK_FAILURE = /Could not fetch URL|NewConnectionError|ConnectTimeout|ReadTimeout|Temporary failure in name resolution|Max retries exceeded|SSLError|Network is unreachable|Connection refused|timed out/i;
 
 /**
  * An assignment's grading environment as a Docker image: its grading image with the packages of
@@ -178,10 +179,11 @@ export class EnvironmentImages {
     await this.keepLog(hash, log + (failure ? `\nERROR: ${failure}\n` : ""));
     if (failure) {
       this.stats.buildFailures += 1;
-      throw new EnvironmentBuildError(`installing the assignment's requirements failed (environment ${hash.slice(0, 16)}): ${failure.trim()}\n${log.slice(-BUILD_ERROR_TAIL)}`);
+      const network = NETWORK_FAILURE.test(log) || NETWORK_FAILURE.test(failure);
+      throw new EnvironmentBuildError(`installing the assignment's requirements failed (environment ${hash.slice(0, 16)}): ${failure.trim()}\n${log.slice(-BUILD_ERROR_TAIL)}`, hash, network);
     }
     const built = await this.find(hash, base.id);
-    if (!built) throw new EnvironmentBuildError(`the environment image ${tag} was built but is not on the engine`);
+    if (!built) throw new EnvironmentBuildError(`the environment image ${tag} was built but is not on the engine`, hash, true);
     this.stats.builds += 1;
     this.options.log?.info({ environment: hash.slice(0, 16), tag, seconds: Math.round(performance.now() - t0) / 1000 }, "environment image built");
     return built;
