@@ -5,11 +5,13 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { PASSED_BUILD_ARGS } from "../runner/src/grading/environment-images.js";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const WRANGLER = join(ROOT, "node_modules", ".bin", "wrangler");
@@ -124,6 +126,16 @@ export interface Runner {
 
 let runnersStarted = 0;
 
+const HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt";
+
+function packageIndexAccess(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of PASSED_BUILD_ARGS) if (process.env[name]) env[name] = process.env[name]!;
+  const ca = process.env.OTTER_EDGE_BUILD_CA_BUNDLE ?? (existsSync(HOST_CA_BUNDLE) ? HOST_CA_BUNDLE : undefined);
+  if (ca) env.OTTER_EDGE_BUILD_CA_BUNDLE = ca;
+  return env;
+}
+
 export function startRunner(opts: { gatewayUrl: string; token: string; capacity?: number; cacheDir: string; env?: Record<string, string>; args?: string[]; output?: "inherit" | "pipe" }): Runner {
   const child = spawn(TSX, [join(ROOT, "runner", "src", "cli.ts"), ...(opts.args ?? [])], {
     cwd: ROOT,
@@ -145,6 +157,9 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
       // the grading image: OTTER_EDGE_WARM_POOL=3 npx vitest run test/hostile.test.ts
       ...(process.env.OTTER_EDGE_WARM_POOL ? { OTTER_EDGE_WARM_POOL: process.env.OTTER_EDGE_WARM_POOL } : {}),
       ...(process.env.OTTER_EDGE_IMAGE_CONTRACT ? { OTTER_EDGE_IMAGE_CONTRACT: process.env.OTTER_EDGE_IMAGE_CONTRACT } : {}),
+      // Assignment environments are built with the package index reachable the way this host reaches
+      // it: its proxy and pip settings, and its CA bundle (a TLS-inspecting proxy signs with it).
+      ...packageIndexAccess(),
       ...opts.env,
     },
     stdio: ["ignore", opts.output ?? "pipe", opts.output ?? "pipe"],

@@ -18,11 +18,13 @@ if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.
 fi
 
 # 2. Debian packages: the Docker engine, debootstrap for the base image, python3-venv for the host otter,
-#    and Chromium, which the browser tests drive headless through playwright-core (no browser download).
+#    Chromium, which the browser tests drive headless through playwright-core (no browser download), and
+#    docker-registry, the fleet registry test/environments.test.ts starts on loopback.
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v chromium >/dev/null || missing+=(chromium)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   as_root apt-get update -qq

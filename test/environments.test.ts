@@ -11,6 +11,7 @@ import { EnvironmentBuildError } from "../runner/src/grading/errors.js";
 import { gradeFromRun } from "../runner/src/grading/results.js";
 import type { SandboxInput } from "../runner/src/grading/sandbox.js";
 import { ROOT } from "../scripts/local-stack.js";
+import { startRegistry } from "./support/registry.js";
 
 /**
  * Assignment environments (runner/src/grading/environment-images.ts): the autograder.zip's
@@ -67,17 +68,19 @@ const V09 = zipWith("tabulate==0.9.0\n", "0.9.0");
 const V08 = zipWith("# pinned for this course\ntabulate==0.8.10\n", "0.8.10");
 const NOTHING = zipWith(null, "0.9.0");
 const CONFLICT = zipWith("tabulate==0.9.0\ntabulate==0.8.10\n", "0.9.0");
+// Built by one node, pulled by another through the registry: a spec no other test builds.
+const SHARED = zipWith("tabulate==0.9.0\nsix\n", "0.9.0");
 
 beforeAll(async () => {
   const images = await docker.listImages({ filters: { label: [`${OTTER_VERSION_LABEL}=7.0.0`] } });
   if (images.length === 0) throw new Error("no grading image for otter 7.0.0: run grading-image/build.sh");
-  await forget(V09, V08, CONFLICT);
+  await forget(V09, V08, CONFLICT, SHARED);
   sandbox = new DockerSandbox(docker, limits, { runnerName: NAME, killGraceMs: 15_000, environments: { caBundle: HOST_CA, logDir: LOGS } });
 });
 
 afterAll(async () => {
   await sandbox?.close();
-  await forget(V09, V08, CONFLICT);
+  await forget(V09, V08, CONFLICT, SHARED);
 });
 
 describe("assignment environments", () => {
@@ -93,6 +96,11 @@ describe("assignment environments", () => {
     await Promise.all(runs.map((r) => r.cleanup));
     expect(sandbox.environments.stats.builds - before).toBe(1);
     for (const run of runs) expect(gradeFromRun(run, 180_000)).toMatchObject({ verdict: "graded", score: 1, points: 6, maxPoints: 6 });
+    // An environment image is never taken for its otter version's grading image, by this runner or
+    // by one that predates environments (which lists images by the version and sandbox labels).
+    expect((await sandbox.images()).get("7.0.0")).not.toMatch(/otter-edge\/env/);
+    const asOldRunnersList = await docker.listImages({ filters: { label: [OTTER_VERSION_LABEL, "org.otter-edge.sandbox=uid-split-1"] } });
+    expect(asOldRunnersList.filter((i) => i.Labels?.[ENVIRONMENT_LABEL])).toEqual([]);
     // The image is content-addressed: a node that has it does not build it again.
     const again = await sandbox.run(job(V09));
     await again.cleanup;
@@ -127,5 +135,31 @@ describe("assignment environments", () => {
     const hash = await environmentHash("7.0.0", environmentOfZip(CONFLICT).requirements);
     expect(readdirSync(LOGS)).toContain(`${hash}.log`);
     expect(await sandbox.environments.buildLog(hash)).toMatch(/pip install/);
+  });
+
+  it("a fleet builds once: a node pulls from the registry what another node built and pushed", async () => {
+    const registry = await startRegistry();
+    try {
+      const repo = registry.repository;
+      const nodeA = new DockerSandbox(docker, limits, { runnerName: `${NAME}-a`, environments: { caBundle: HOST_CA, registry: repo } });
+      const builtOnA = await nodeA.run(job(SHARED));
+      await builtOnA.cleanup;
+      expect(nodeA.environments.stats).toMatchObject({ builds: 1, pushed: 1, pulled: 0 });
+      expect(gradeFromRun(builtOnA, 180_000).score).toBe(1);
+      await nodeA.close();
+
+      // Node B has never seen it (its engine's copy removed, as on another machine): it pulls, never builds.
+      await forget(SHARED);
+      const said: string[] = [];
+      const log = { info: (o: object, m: string) => said.push(`${m} ${JSON.stringify(o)}`), warn: (o: object, m: string) => said.push(`${m} ${JSON.stringify(o)}`) };
+      const nodeB = new DockerSandbox(docker, limits, { runnerName: `${NAME}-b`, environments: { caBundle: HOST_CA, registry: repo, log } });
+      const pulledOnB = await nodeB.run(job(SHARED));
+      await pulledOnB.cleanup;
+      expect(nodeB.environments.stats, said.join("\n")).toMatchObject({ builds: 0, pulled: 1 });
+      expect(gradeFromRun(pulledOnB, 180_000).score).toBe(1);
+      await nodeB.close();
+    } finally {
+      registry.stop();
+    }
   });
 });

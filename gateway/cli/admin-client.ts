@@ -32,6 +32,14 @@ export class AdminClient {
     );
   }
 
+  /** The assignment's current autograder.zip and the otter-grader version the gateway read from it. */
+  async downloadAutograder(course: string, assignment: string): Promise<{ zip: Buffer; sha256: string; otterVersion: string }> {
+    const path = `/api/v1/admin/assignments/${encodeURIComponent(course)}/${encodeURIComponent(assignment)}/autograder`;
+    const res = await fetch(new URL(path, this.gatewayUrl), { headers: { authorization: `Bearer ${this.token}` } });
+    if (!res.ok) throw new Error(`GET ${path}: HTTP ${res.status} ${await res.text()}`);
+    return { zip: Buffer.from(await res.arrayBuffer()), sha256: res.headers.get("x-otter-edge-sha256") ?? "", otterVersion: res.headers.get("x-otter-edge-otter-version") ?? "" };
+  }
+
   listPassbacks(state?: string) {
     return this.call<{ passbacks: Array<Record<string, unknown>> }>("GET", `/passbacks${state ? `?state=${encodeURIComponent(state)}` : ""}`);
   }

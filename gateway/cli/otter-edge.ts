@@ -4,6 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import { AdminClient, type RegradeProgress } from "./admin-client.js";
+import { buildAutograderEnvironment } from "./autograder-build.js";
 import { exportGrades } from "./grades-export.js";
 
 const HELP = `otter-edge: administer an otter-edge gateway
@@ -12,6 +13,11 @@ const HELP = `otter-edge: administer an otter-edge gateway
   otter-edge autograder upload COURSE ASSIGNMENT ZIP [--timeout-seconds N] [--isolation kernel|grader]
       isolation: where the tests run; kernel (new assignments) grades exactly as \`otter run\`,
       grader runs them outside the notebook's kernel (tamper-resistant); omitted: unchanged
+  otter-edge autograder build COURSE ASSIGNMENT [--registry HOST:PORT/PATH] [--registry-auth FILE]
+                           [--ca-bundle PEM] [--log-dir DIR]
+      build the assignment's environment image (its zip's requirements on the grading image) on this
+      machine's Docker engine and push it to the fleet's registry (OTTER_EDGE_ENVIRONMENT_REGISTRY),
+      so that runners pull it instead of building it while students wait
   otter-edge passbacks list [--state pending|retrying|delivered|dead|superseded|disabled]
   otter-edge passbacks retry ID                               send a dead or retrying grade again now
   otter-edge tokens create runner|staff|admin NAME [--course C]  issue a token (printed once; staff need --course)
@@ -48,7 +54,8 @@ async function main(argv: string[]): Promise<number> {
       section: { type: "string" }, assignment: { type: "string" }, since: { type: "string" }, until: { type: "string" }, policy: { type: "string" }, out: { type: "string" },
       local: { type: "boolean" }, remote: { type: "boolean" }, "persist-to": { type: "string" }, "page-size": { type: "string" },
       submission: { type: "string", multiple: true }, user: { type: "string" }, "only-outdated": { type: "boolean" }, "never-lower": { type: "boolean" },
-      "dry-run": { type: "boolean" }, wait: { type: "boolean" } },
+      "dry-run": { type: "boolean" }, wait: { type: "boolean" },
+      registry: { type: "string" }, "registry-auth": { type: "string" }, "ca-bundle": { type: "string" }, "log-dir": { type: "string" } },
   });
   if (values.help || positionals.length === 0) {
     process.stdout.write(HELP);
@@ -71,6 +78,17 @@ async function main(argv: string[]): Promise<number> {
       if (rest.length < 3) break;
       if (values.isolation !== undefined && values.isolation !== "kernel" && values.isolation !== "grader") break;
       print(await client.uploadAutograder(rest[0]!, rest[1]!, rest[2]!, values["timeout-seconds"] ? Number(values["timeout-seconds"]) : undefined, values.isolation));
+      return 0;
+    case "autograder build":
+      if (rest.length < 2) break;
+      print(
+        await buildAutograderEnvironment(client, rest[0]!, rest[1]!, {
+          registry: values.registry ?? process.env.OTTER_EDGE_ENVIRONMENT_REGISTRY,
+          registryAuthFile: values["registry-auth"] ?? process.env.OTTER_EDGE_ENVIRONMENT_REGISTRY_AUTH_FILE,
+          caBundle: values["ca-bundle"] ?? process.env.OTTER_EDGE_BUILD_CA_BUNDLE,
+          logDir: values["log-dir"],
+        }),
+      );
       return 0;
     case "passbacks list":
       print(await client.listPassbacks(values.state));

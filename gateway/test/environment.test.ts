@@ -1,7 +1,7 @@
 import { SELF } from "cloudflare:test";
 import { strToU8, zipSync } from "fflate";
-import { describe, expect, it } from "vitest";
-import { ADMIN, BASE, TestRunner, adminFetch, gradedOutcome, setUpAssignment, status, submit, uniqueAssignment } from "./helpers.js";
+import { describe, expect, it, vi } from "vitest";
+import { ADMIN, ALICE, BASE, TestRunner, adminFetch, gradedOutcome, setUpAssignment, status, submit, uniqueAssignment } from "./helpers.js";
 
 /**
  * What an autograder.zip asks to have installed is read at upload: answered (what the runners will
@@ -49,6 +49,22 @@ describe("an autograder.zip's environment at upload", () => {
       "requirements.txt": "tabulate == 0.9.0\nsortedcontainers >= 2\nhumanize\ntoolz==0.12.*\njupyter-server\notter-grader==7.0.0\n",
     });
     expect(again.body.environment.hash).toBe(body.environment.hash);
+  });
+
+  it("gives the current zip back to admins as uploaded (otter-edge autograder build reads it), and names a missing assignment", async () => {
+    const zip = zipWith({ "requirements.txt": "otter-grader==7.0.0\ntabulate==0.9.0\n" });
+    const a = uniqueAssignment("environment-download");
+    await setUpAssignment(a);
+    const put = (await (await adminFetch(`/assignments/${a.course}/${a.assignment}/autograder`, { method: "PUT", body: zip })).json()) as Record<string, any>;
+    const res = await adminFetch(`/assignments/${a.course}/${a.assignment}/autograder`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toBe("application/zip");
+    expect(res.headers.get("x-otter-edge-sha256")).toBe(put.sha256);
+    expect(res.headers.get("x-otter-edge-otter-version")).toBe("7.0.0");
+    expect(new Uint8Array(await res.arrayBuffer())).toEqual(zip);
+    const missing = await adminFetch(`/assignments/${a.course}/no-such-assignment/autograder`);
+    expect(missing.status).toBe(404);
+    expect(await missing.json()).toMatchObject({ error: "unknown_assignment" });
   });
 
   it("uses the grading image as it is when the zip asks for nothing beyond otter", async () => {
@@ -137,6 +153,30 @@ describe("an assignment whose environment cannot be installed", () => {
     expect((await status(first.id)).body).toMatchObject({ status: "graded", score: 1, waiting_for: null });
     const after = await (await SELF.fetch(`${BASE}/staff/courses/${a.course}/assignments/${a.assignment}`, { headers: { cookie: await staffCookie() } })).text();
     expect(after).not.toContain('id="environment-failed"');
+    runner.close();
+  });
+});
+
+describe("a job whose environment a runner is building", () => {
+  it("tells its student 'preparing the environment' until it is graded; progress on a stale lease changes nothing", async () => {
+    const a = uniqueAssignment("environment-building");
+    await setUpAssignment(a);
+    const runner = await TestRunner.connect("runner-building", { capacity: 1, otterVersions: [a.otterVersion] });
+    const submission = await submit(a);
+    const lease = await runner.next("lease");
+
+    runner.send({ type: "progress", lease: { jobId: lease.lease.jobId, token: "f".repeat(32) }, stage: "preparing_environment" });
+    runner.send({ type: "progress", lease: lease.lease, stage: "preparing_environment" });
+    await vi.waitFor(async () => expect((await status(submission.id)).body).toMatchObject({ status: "leased", waiting_for: "environment_build" }), { timeout: 10_000 });
+    const events = (await status(submission.id)).body.events as Array<{ state: string }>;
+    expect(events.filter((e) => e.state === "preparing_environment")).toHaveLength(1);
+    const studentPage = () => SELF.fetch(`${BASE}/services/otter_grade/s/${submission.id}`, { headers: { authorization: `token ${ALICE}` } }).then((r) => r.text());
+    expect(await studentPage()).toContain('id="preparing-environment"');
+
+    runner.send({ type: "result", lease: lease.lease, outcome: gradedOutcome(1) });
+    expect((await runner.next("ack")).accepted).toBe(true);
+    expect((await status(submission.id)).body).toMatchObject({ status: "graded", waiting_for: null });
+    expect(await studentPage()).not.toContain('id="preparing-environment"');
     runner.close();
   });
 });

@@ -331,6 +331,9 @@ export class Agent {
         timeoutMs: job.timeoutMs,
         isolation: job.isolation,
         signal: entry.abort.signal,
+        onProgress: (stage) => {
+          if (!entry.abort.signal.aborted) this.links.get(entry.shard)?.send({ type: "progress", lease: entry.lease, stage });
+        },
       });
       entry.cleanup = run.cleanup;
       const grade: Grade = gradeFromRun(run, job.timeoutMs);

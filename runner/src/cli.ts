@@ -41,7 +41,13 @@ async function sandboxFor(config: RunnerConfig): Promise<Sandbox> {
       log,
       sandboxContract: config.imageContract,
       warmPool: config.warmPool > 0 ? { size: config.warmPool, maxAgeMs: config.warmMaxAgeMs } : undefined,
-      environments: { caBundle: config.buildCaBundle, budgetBytes: config.environmentBudgetBytes, logDir: join(config.cacheDir, "environment-logs") },
+      environments: {
+        caBundle: config.buildCaBundle,
+        budgetBytes: config.environmentBudgetBytes,
+        logDir: join(config.cacheDir, "environment-logs"),
+        registry: config.environmentRegistry,
+        registryAuth: config.environmentRegistryAuthFile ? JSON.parse(readFileSync(config.environmentRegistryAuthFile, "utf8")) : undefined,
+      },
     },
   );
   const images = await sandbox.images();

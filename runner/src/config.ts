@@ -47,6 +47,11 @@ Every option can also be set by the environment variable shown.
                          proxy to the package index)       OTTER_EDGE_BUILD_CA_BUNDLE
   --environment-budget B disk assignment environment images may add (bytes; least recently used removed)
                                                            OTTER_EDGE_ENVIRONMENT_BUDGET_BYTES (default 20 GiB)
+  --environment-registry R  registry repository shared by the fleet (host:port/path): environment
+                         images are pulled from it first and pushed to it once built
+                                                           OTTER_EDGE_ENVIRONMENT_REGISTRY
+  --environment-registry-auth FILE  JSON {username, password, serveraddress} for that registry
+                                                           OTTER_EDGE_ENVIRONMENT_REGISTRY_AUTH_FILE
   --help                 Show this help
 
 The Docker engine is reached through DOCKER_HOST (default unix:///var/run/docker.sock).
@@ -77,6 +82,10 @@ const RunnerConfig = z.object({
   buildCaBundle: z.string().min(1).optional(),
   /** Disk that assignment environment images may add on top of the grading images; least recently used removed beyond it. */
   environmentBudgetBytes: z.coerce.number().int().min(0),
+  /** Registry repository the fleet shares environment images through (pull first, push what was built). */
+  environmentRegistry: z.string().min(1).optional(),
+  /** JSON file with that registry's credentials ({username, password, serveraddress}). */
+  environmentRegistryAuthFile: z.string().min(1).optional(),
 });
 export type RunnerConfig = z.infer<typeof RunnerConfig>;
 
@@ -107,6 +116,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
       "metrics-port": { type: "string" },
       "build-ca-bundle": { type: "string" },
       "environment-budget": { type: "string" },
+      "environment-registry": { type: "string" },
+      "environment-registry-auth": { type: "string" },
       help: { type: "boolean" },
     },
     strict: true,
@@ -142,6 +153,8 @@ export function loadConfig(argv: string[], env: NodeJS.ProcessEnv, readFile: (pa
     metricsPort: values["metrics-port"] ?? env.OTTER_EDGE_METRICS_PORT ?? 9464,
     buildCaBundle: values["build-ca-bundle"] ?? env.OTTER_EDGE_BUILD_CA_BUNDLE,
     environmentBudgetBytes: values["environment-budget"] ?? env.OTTER_EDGE_ENVIRONMENT_BUDGET_BYTES ?? 20 * 1024 ** 3,
+    environmentRegistry: values["environment-registry"] ?? env.OTTER_EDGE_ENVIRONMENT_REGISTRY,
+    environmentRegistryAuthFile: values["environment-registry-auth"] ?? env.OTTER_EDGE_ENVIRONMENT_REGISTRY_AUTH_FILE,
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

@@ -59,7 +59,17 @@ export const ResultMessage = z.object({
   ]),
 });
 
-export const RunnerMessage = z.discriminatedUnion("type", [HelloMessage, ReadyMessage, HeartbeatMessage, ResultMessage, ReleaseMessage]);
+/**
+ * Where a job stands before its result, for the student's page: "preparing_environment" while the
+ * runner builds (or pulls) the assignment's environment image, which can take minutes once per
+ * environment. Advisory: a gateway that does not know the stage ignores it.
+ */
+export const ProgressStage = z.enum(["preparing_environment"]);
+export type ProgressStage = z.infer<typeof ProgressStage>;
+export const ProgressMessage = z.object({ type: z.literal("progress"), lease: LeaseRef, stage: ProgressStage });
+export type ProgressMessage = z.infer<typeof ProgressMessage>;
+
+export const RunnerMessage = z.discriminatedUnion("type", [HelloMessage, ReadyMessage, HeartbeatMessage, ResultMessage, ReleaseMessage, ProgressMessage]);
 export type RunnerMessage = z.infer<typeof RunnerMessage>;
 export type ResultMessage = z.infer<typeof ResultMessage>;
 export type HelloMessage = z.infer<typeof HelloMessage>;

@@ -199,6 +199,11 @@ export class Dispatcher extends DurableObject<Env> {
       case "result":
         await this.onResult(ws, session, message);
         break;
+      case "progress": {
+        const job = this.queue.get(message.lease.jobId);
+        if (job && job.lease_token === message.lease.token) this.ctx.waitUntil(this.logged(this.journal(job).progress(message.stage)));
+        break;
+      }
     }
     await this.dispatch();
   }

@@ -1,4 +1,4 @@
-import type { Grade } from "@otter-edge/shared";
+import type { Grade, ProgressStage } from "@otter-edge/shared";
 import { nowIso } from "../db/client.js";
 
 /**
@@ -36,6 +36,14 @@ export async function recordWaitingForEnvironment(db: D1Database, id: string, re
 
 /** The event state of a submission waiting for its assignment's environment (see submissionJson's waiting_for). */
 export const WAITING_FOR_ENVIRONMENT = "waiting_environment";
+
+/** A leased job's stage as an event of its own (the stage is its state), while the submission is still leased. */
+export async function recordProgress(db: D1Database, id: string, stage: ProgressStage): Promise<void> {
+  await db
+    .prepare("INSERT INTO submission_events (submission_id, at, state, detail) SELECT ?1, ?2, ?3, '' WHERE EXISTS (SELECT 1 FROM submissions WHERE id = ?1 AND status = 'leased')")
+    .bind(id, nowIso(), stage)
+    .run();
+}
 
 export async function recordFailed(db: D1Database, id: string, reason: string): Promise<void> {
   const at = nowIso();

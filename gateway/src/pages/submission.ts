@@ -1,8 +1,7 @@
 import { html, raw } from "hono/html";
 import type { passbacks } from "../db/schema.js";
-import { type SubmissionDetail, type Viewer, outputVisible } from "../submissions/detail.js";
+import { type SubmissionDetail, type Viewer, outputVisible, waitingFor } from "../submissions/detail.js";
 import { type Html, when } from "./layout.js";
-import { WAITING_FOR_ENVIRONMENT } from "../dispatcher/record.js";
 
 /**
  * The submission page (`GET /s/:id`): where a submission is (received → grading → graded → in the
@@ -64,12 +63,24 @@ ${detail.tests.map(
 </tbody></table>`;
 }
 
+/** Why it is not graded yet, in the student's words. */
+function statusNote(status: string, lastEvent: string | undefined): Html | string {
+  switch (waitingFor(status, lastEvent)) {
+    case "environment":
+      return html` <span class="muted" id="waiting-environment">waiting: the assignment's packages could not be installed; course staff are fixing it, and it will be graded then</span>`;
+    case "environment_build":
+      return html` <span class="muted" id="preparing-environment">preparing the environment: installing the assignment's packages (once per assignment, a few minutes)</span>`;
+    default:
+      return status === "queued" ? html` <span class="muted">waiting for a grader</span>` : "";
+  }
+}
+
 /** The part of the page that changes; `data-final` tells the script to stop asking. */
 export function liveFragment(viewer: Viewer, detail: SubmissionDetail): Html {
   const { row, events } = detail;
   const stateLabel = row.status === "leased" ? "grading" : row.status;
   return html`<section id="status" data-state="${row.status}" data-final="${isSettled(detail) ? "true" : "false"}">
-<p>Status: <span class="state state-${row.status}">${stateLabel}</span>${row.status === "queued" ? html` <span class="muted">${events.at(-1)?.state === WAITING_FOR_ENVIRONMENT ? html`<span id="waiting-environment">waiting: the assignment's packages could not be installed; course staff are fixing it, and it will be graded then</span>` : "waiting for a grader"}</span>` : ""}</p>
+<p>Status: <span class="state state-${row.status}">${stateLabel}</span>${statusNote(row.status, events.at(-1)?.state)}</p>
 ${steps(detail)}
 ${score(row)}
 ${row.message ? html`<p id="message">${row.message}</p>` : ""}

@@ -100,6 +100,24 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
   });
 });
 
+/** The assignment's current autograder.zip, as uploaded: for `otter-edge autograder build` and for staff. */
+adminRoutes.get("/assignments/:course/:assignment/autograder", async (c) => {
+  const { course, assignment } = c.req.param();
+  assertCourse(c.get("principal"), course);
+  const row = await database(c.env.DB).query.assignments.findFirst({ where: and(eq(assignments.course, course), eq(assignments.assignment, assignment)) });
+  if (!row) throw new ApiError(404, "unknown_assignment", `Course "${course}" has no autograder for assignment "${assignment}".`);
+  const zip = await c.env.BLOBS.get(`autograders/${row.autograderSha256}`);
+  if (!zip) throw new ApiError(500, "autograder_missing", `The autograder.zip of "${course}/${assignment}" (${row.autograderSha256}) is not in storage.`);
+  return new Response(zip.body, {
+    headers: {
+      "content-type": "application/zip",
+      "content-disposition": `attachment; filename="${assignment.replace(/[^\w.-]/g, "_")}-autograder.zip"`,
+      "x-otter-edge-sha256": row.autograderSha256,
+      "x-otter-edge-otter-version": row.otterVersion,
+    },
+  });
+});
+
 adminRoutes.get("/stats", async (c) => {
   assertAdmin(c.get("principal"));
   const db = database(c.env.DB);

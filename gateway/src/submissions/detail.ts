@@ -62,7 +62,9 @@ export function submissionJson(viewer: Viewer, { row, tests, events, passback }:
     leased_at: row.leasedAt,
     finished_at: row.finishedAt,
     // Why a queued submission is not being graded yet, when it is not simply its turn.
-    waiting_for: row.status === "queued" && events.at(-1)?.state === WAITING_FOR_ENVIRONMENT ? "environment" : null,
+    // "environment": its packages could not be installed and staff must upload a fixed zip;
+    // "environment_build": a runner is installing them (the first job after an upload waits for that).
+    waiting_for: waitingFor(row.status, events.at(-1)?.state),
     tests: tests.map((t) => ({
       name: t.name,
       score: t.score,
@@ -74,4 +76,11 @@ export function submissionJson(viewer: Viewer, { row, tests, events, passback }:
     events: events.map((e) => ({ at: e.at, state: e.state, detail: e.detail })),
     passback: passback ? passbackView(passback) : null,
   };
+}
+
+/** Why a submission is not graded yet, when it is something other than its turn in the queue. */
+export function waitingFor(status: string, lastEvent: string | undefined): "environment" | "environment_build" | null {
+  if (status === "queued" && lastEvent === WAITING_FOR_ENVIRONMENT) return "environment";
+  if (status === "leased" && lastEvent === "preparing_environment") return "environment_build";
+  return null;
 }

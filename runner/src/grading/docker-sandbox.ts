@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import Docker from "dockerode";
 import { type Environment, EnvironmentError, environmentOfZip } from "@otter-edge/shared";
-import { ENVIRONMENT_LABEL, EnvironmentImages, type EnvironmentImagesOptions } from "./environment-images.js";
+import { ENVIRONMENT_LABEL, EnvironmentImages, type EnvironmentImagesOptions, type GradingImage } from "./environment-images.js";
 import { InfrastructureError } from "./errors.js";
 import { LOG_TAIL_BYTES, MAX_RESULTS_BYTES, type Sandbox, type SandboxInput, type SandboxRun } from "./sandbox.js";
 import { packFiles, readSingleFile } from "./tar.js";
@@ -198,6 +198,16 @@ export class DockerSandbox implements Sandbox {
     }
   }
 
+  /**
+   * The image an autograder.zip's jobs grade in: the grading image of its otter version, or its
+   * environment image, built (or pulled) now if needed. Also `otter-edge autograder build`.
+   */
+  async prepareEnvironment(autograder: Buffer, otterVersion: string, onPreparing?: () => void): Promise<GradingImage> {
+    const gradingImage = (await this.engine(() => this.imageRefs())).get(otterVersion);
+    if (!gradingImage) throw new InfrastructureError(`no grading image for otter-grader ${otterVersion} on this node`);
+    return this.environments.imageFor(gradingImage, otterVersion, this.environmentOf(autograder), onPreparing);
+  }
+
   /** Grading images present on this engine, by otter-grader version. */
   async images(): Promise<Map<string, string>> {
     return new Map([...(await this.imageRefs())].map(([version, { ref }]) => [version, ref]));
@@ -383,10 +393,8 @@ export class DockerSandbox implements Sandbox {
   private async runOnce(input: SandboxInput): Promise<SandboxRun> {
     const timings: Record<string, number> = {};
     const t0 = performance.now();
-    const gradingImage = (await this.engine(() => this.imageRefs())).get(input.otterVersion);
-    if (!gradingImage) throw new InfrastructureError(`no grading image for otter-grader ${input.otterVersion} on this node`);
     const tEnv = performance.now();
-    const image = await this.environments.imageFor(gradingImage, input.otterVersion, this.environmentOf(input.autograder));
+    const image = await this.prepareEnvironment(input.autograder, input.otterVersion, () => input.onProgress?.("preparing_environment"));
     timings.environmentMs = performance.now() - tEnv;
     // Warm containers are of grading images proper; an assignment with its own environment starts cold.
     const warm = this.poolSize > 0 && image.warm ? this.takeWarm(input.otterVersion, image.id) : undefined;

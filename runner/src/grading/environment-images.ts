@@ -9,6 +9,8 @@ import { packFiles } from "./tar.js";
 export const ENVIRONMENT_LABEL = "org.otter-edge.environment";
 export const ENVIRONMENT_BASE_LABEL = "org.otter-edge.environment-base";
 const ENVIRONMENT_REPO = "otter-edge/env";
+/** The grading image's container-contract label (docker-sandbox.ts SANDBOX_LABEL), overridden on environment images. */
+const SANDBOX_LABEL = "org.otter-edge.sandbox";
 /** Build logs are kept whole on disk; errors and staff pages show their end. */
 const BUILD_ERROR_TAIL = 1500;
 
@@ -30,11 +32,22 @@ export interface EnvironmentImagesOptions {
   /** Environment images together may add at most this many bytes on top of their grading images; the least recently used go first. */
   budgetBytes?: number;
   buildTimeoutMs?: number;
+  /**
+   * A registry repository (e.g. "registry.internal:5000/otter-edge") shared by the fleet: a node
+   * pulls an environment image another node (or `otter-edge autograder build`) built, and pushes
+   * the ones it builds. Unset: each node builds its own.
+   */
+  registry?: string;
+  /**
+   * Credentials for that registry, as the Engine API takes them (e.g. for GKE Artifact Registry,
+   * username "oauth2accesstoken" and a token). The engine does not read a client's docker login.
+   */
+  registryAuth?: { username?: string; password?: string; serveraddress?: string };
   log?: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
 }
 
 /** pip settings passed from the runner's environment into the build, when set (a node's proxy or mirror). */
-const PASSED_BUILD_ARGS = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"];
+export const PASSED_BUILD_ARGS = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"];
 
 /** pip's words for a package index it could not reach, as opposed to requirements it could not satisfy. */
 const NETWORK_FAILURE = /Could not fetch URL|NewConnectionError|ConnectTimeout|ReadTimeout|Temporary failure in name resolution|Max retries exceeded|SSLError|Network is unreachable|Connection refused|timed out/i;
@@ -53,22 +66,36 @@ export class EnvironmentImages {
   /** Per hash and grading image: whether the grading image already has everything (asked once). */
   private readonly satisfiedByBase = new Map<string, boolean>();
   private readonly lastUsed = new Map<string, number>();
-  readonly stats = { builds: 0, buildFailures: 0, baseSatisfied: 0, reused: 0, removed: 0 };
+  /** Keys being pulled or built now, and the jobs to tell once that starts (see imageFor's onPreparing). */
+  private readonly preparing = new Map<string, { started: boolean; listeners: Array<() => void> }>();
+  readonly stats = { builds: 0, buildFailures: 0, baseSatisfied: 0, reused: 0, removed: 0, pulled: 0, pushed: 0 };
 
   constructor(
     private readonly docker: Docker,
     private readonly options: EnvironmentImagesOptions = {},
   ) {}
 
-  /** The image to grade an assignment with this environment in (building it if needed). */
-  async imageFor(base: GradingImage, otterVersion: string, environment: Environment): Promise<GradingImage> {
+  /**
+   * The image to grade an assignment with this environment in (building it if needed).
+   * `onPreparing` is called if the job has to wait for a pull or a build (its own or another job's).
+   */
+  async imageFor(base: GradingImage, otterVersion: string, environment: Environment, onPreparing?: () => void): Promise<GradingImage> {
     if (environment.requirements.length === 0) return base;
     const hash = await environmentHash(otterVersion, environment.requirements);
     const key = `${hash}:${base.id}`;
     let pending = this.inFlight.get(key);
     if (!pending) {
-      pending = this.resolve(base, hash, otterVersion, environment.requirements).finally(() => this.inFlight.delete(key));
+      this.preparing.set(key, { started: false, listeners: [] });
+      pending = this.resolve(base, hash, otterVersion, environment.requirements).finally(() => {
+        this.inFlight.delete(key);
+        this.preparing.delete(key);
+      });
       this.inFlight.set(key, pending);
+    }
+    const preparing = this.preparing.get(key);
+    if (onPreparing && preparing) {
+      if (preparing.started) onPreparing();
+      else preparing.listeners.push(onPreparing);
     }
     const image = await pending;
     this.lastUsed.set(image.id, Date.now());
@@ -76,20 +103,94 @@ export class EnvironmentImages {
   }
 
   private async resolve(base: GradingImage, hash: string, otterVersion: string, requirements: string[]): Promise<GradingImage> {
+    const key = `${hash}:${base.id}`;
     const existing = await this.find(hash, base.id);
     if (existing) {
       this.stats.reused += 1;
       return existing;
     }
-    const key = `${hash}:${base.id}`;
     if (!this.satisfiedByBase.has(key)) this.satisfiedByBase.set(key, await this.baseSatisfies(base, requirements));
     if (this.satisfiedByBase.get(key)) {
       this.stats.baseSatisfied += 1;
       return base;
     }
+    this.startedPreparing(key);
+    const pulled = await this.pull(hash, base);
+    if (pulled) {
+      this.stats.pulled += 1;
+      return pulled;
+    }
     const image = await this.build(base, hash, otterVersion, requirements);
+    await this.push(hash, base);
     await this.prune(image.id).catch((err) => this.options.log?.warn({ err: String(err) }, "could not prune environment images"));
     return image;
+  }
+
+  private startedPreparing(key: string): void {
+    const preparing = this.preparing.get(key);
+    if (!preparing || preparing.started) return;
+    preparing.started = true;
+    for (const listener of preparing.listeners.splice(0)) listener();
+  }
+
+  /** The image's name: content-addressed by the environment and the grading image it is built on. */
+  private tagOf(hash: string, base: GradingImage): string {
+    return `${hash.slice(0, 16)}-${base.id.replace(/^sha256:/, "").slice(0, 12)}`;
+  }
+
+  private remoteRef(hash: string, base: GradingImage): string | undefined {
+    return this.options.registry ? `${this.options.registry.replace(/\/+$/, "")}/env:${this.tagOf(hash, base)}` : undefined;
+  }
+
+  /** Runs a pull or push to its end; rejects with the engine's error. */
+  private follow(stream: NodeJS.ReadableStream): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.docker.modem.followProgress(
+        stream,
+        (err) => (err ? reject(err) : resolve()),
+        (event: { error?: string }) => {
+          if (event.error) reject(new Error(event.error));
+        },
+      ),
+    );
+  }
+
+  /** The environment image from the fleet's registry, if some node pushed it; never fatal. */
+  private async pull(hash: string, base: GradingImage): Promise<GradingImage | undefined> {
+    const ref = this.remoteRef(hash, base);
+    if (!ref) return undefined;
+    try {
+      await this.follow(await this.docker.pull(ref, { authconfig: this.options.registryAuth ?? {} }));
+    } catch (err) {
+      this.options.log?.info({ environment: hash.slice(0, 16), ref, err: String(err).slice(0, 200) }, "environment image not in the registry: building it");
+      return undefined;
+    }
+    // Only an image that says it is this environment on this grading image is used.
+    const pulled = await this.find(hash, base.id);
+    if (!pulled) this.options.log?.warn({ environment: hash.slice(0, 16), ref }, "the registry's image is not this environment: building it");
+    return pulled;
+  }
+
+  private async push(hash: string, base: GradingImage): Promise<void> {
+    const ref = this.remoteRef(hash, base);
+    if (!ref) return;
+    const [repo, tag] = [ref.slice(0, ref.lastIndexOf(":")), ref.slice(ref.lastIndexOf(":") + 1)];
+    const authconfig = this.options.registryAuth ?? {};
+    try {
+      // Pushed as the docker CLI pushes (repository, tag apart), and checked: the registry must
+      // answer for the tag before another node is told it can pull it. Once, a push that reported
+      // its digest left the manifest untagged in the registry; a second push tags it.
+      for (let attempt = 1; ; attempt++) {
+        // The engine refuses a push without an X-Registry-Auth header, even an empty one.
+        await this.follow(await this.docker.getImage(repo).push({ tag, authconfig }));
+        if (await this.docker.getImage(ref).distribution({ authconfig }).then(() => true, () => false)) break;
+        if (attempt === 2) throw new Error(`the registry does not list ${ref} after pushing it`);
+      }
+      this.stats.pushed += 1;
+      this.options.log?.info({ environment: hash.slice(0, 16), ref }, "environment image pushed");
+    } catch (err) {
+      this.options.log?.warn({ environment: hash.slice(0, 16), ref, err: String(err).slice(0, 300) }, "could not push the environment image (other nodes will build it)");
+    }
   }
 
   private async find(hash: string, baseId: string): Promise<GradingImage | undefined> {
@@ -130,14 +231,17 @@ export class EnvironmentImages {
       " && /opt/otter/bin/python -c 'import otter.api, ipykernel' \\",
       " && rm -rf /tmp/otter-edge-env",
       "USER 10001:10001",
-      `LABEL ${ENVIRONMENT_LABEL}=${hash} ${ENVIRONMENT_BASE_LABEL}=${base.id}`,
+      // The grading image's sandbox label is replaced: a runner that predates environments lists
+      // grading images by it and would otherwise take this image for its otter version's newest.
+      `LABEL ${ENVIRONMENT_LABEL}=${hash} ${ENVIRONMENT_BASE_LABEL}=${base.id} ${SANDBOX_LABEL}=environment`,
       "",
     ].join("\n");
   }
 
   private async build(base: GradingImage, hash: string, otterVersion: string, requirements: string[]): Promise<GradingImage> {
     const t0 = performance.now();
-    const tag = `${ENVIRONMENT_REPO}:${hash.slice(0, 16)}-${base.id.replace(/^sha256:/, "").slice(0, 12)}`;
+    const tag = `${ENVIRONMENT_REPO}:${this.tagOf(hash, base)}`;
+    const remote = this.remoteRef(hash, base);
     const buildArgs = PASSED_BUILD_ARGS.filter((name) => process.env[name]);
     const ca = this.options.caBundle ? await readFile(this.options.caBundle) : undefined;
     const context = packFiles(
@@ -183,6 +287,10 @@ export class EnvironmentImages {
       throw new EnvironmentBuildError(`installing the assignment's requirements failed (environment ${hash.slice(0, 16)}): ${failure.trim()}\n${log.slice(-BUILD_ERROR_TAIL)}`, hash, network);
     }
     const built = await this.find(hash, base.id);
+    if (built && remote) {
+      const [repo, remoteTag] = [remote.slice(0, remote.lastIndexOf(":")), remote.slice(remote.lastIndexOf(":") + 1)];
+      await this.docker.getImage(built.id).tag({ repo, tag: remoteTag });
+    }
     if (!built) throw new EnvironmentBuildError(`the environment image ${tag} was built but is not on the engine`, hash, true);
     this.stats.builds += 1;
     this.options.log?.info({ environment: hash.slice(0, 16), tag, seconds: Math.round(performance.now() - t0) / 1000 }, "environment image built");

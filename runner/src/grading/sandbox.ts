@@ -1,4 +1,4 @@
-import type { Isolation } from "@otter-edge/shared";
+import type { Isolation, ProgressStage } from "@otter-edge/shared";
 
 /** What a sandbox gets for one job: the student's notebook and the assignment's autograder. */
 export interface SandboxInput {
@@ -11,6 +11,8 @@ export interface SandboxInput {
   isolation: Isolation;
   /** Aborted when the gateway revokes the lease or the runner shuts down: stop at once. */
   signal: AbortSignal;
+  /** Told when the job waits for something slow before grading (its environment being built). */
+  onProgress?: (stage: ProgressStage) => void;
 }
 
 /** How the grading process ended. `results` is the raw results.json, already size-capped. */
