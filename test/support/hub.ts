@@ -20,6 +20,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { request as httpRequest } from "node:http";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -323,10 +324,31 @@ export class CookieJar {
     return [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
   }
 
-  async fetch(url: string, init: RequestInit = {}): Promise<Response> {
-    const headers = new Headers(init.headers);
-    if (this.cookies.size) headers.set("cookie", this.header());
-    const res = await fetch(url, { ...init, headers, redirect: "manual" });
+  /**
+   * A browser's page navigation (no redirects followed). Not `fetch`: undici's fetch always sends
+   * `Sec-Fetch-Mode: cors`, and for such requests JupyterHub (5+) sets no `_xsrf` cookie on its
+   * login page, so the login form's token is then checked against one made anew at the POST, and
+   * matches only while both fall in the same second (the tokens carry a timestamp): the login
+   * failed with a bare 403 about once in 150 tries. A browser's navigation sends `navigate`.
+   */
+  async fetch(url: string, init: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Response> {
+    const headers: Record<string, string> = { "sec-fetch-mode": "navigate", "sec-fetch-site": "same-origin", "sec-fetch-dest": "document", ...init.headers };
+    if (this.cookies.size) headers.cookie = this.header();
+    const res = await new Promise<Response>((resolve, reject) => {
+      const req = httpRequest(url, { method: init.method ?? "GET", headers }, (answer) => {
+        const chunks: Buffer[] = [];
+        answer.on("data", (chunk: Buffer) => chunks.push(chunk));
+        answer.on("error", reject);
+        answer.on("end", () => {
+          const responseHeaders = new Headers();
+          for (let i = 0; i < answer.rawHeaders.length; i += 2) responseHeaders.append(answer.rawHeaders[i]!, answer.rawHeaders[i + 1]!);
+          const status = answer.statusCode ?? 0;
+          resolve(new Response(status === 204 || status === 304 ? null : Buffer.concat(chunks), { status, headers: responseHeaders }));
+        });
+      });
+      req.on("error", reject);
+      req.end(init.body);
+    });
     this.store(res);
     return res;
   }
@@ -385,7 +407,7 @@ export async function loginAndAuthorize(user: string, password: string, authoriz
   res = await jar.fetch(new URL(unescapeHtml(action), loginUrl).toString(), {
     method: "POST",
     headers: { "content-type": "application/x-www-form-urlencoded" },
-    body: new URLSearchParams({ _xsrf: unescapeHtml(xsrf), username: user, password }),
+    body: new URLSearchParams({ _xsrf: unescapeHtml(xsrf), username: user, password }).toString(),
   });
   location = res.headers.get("location");
   if (res.status !== 302 || !location) throw await fail(`login as ${user}`, res);
