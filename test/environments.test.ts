@@ -2,7 +2,6 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Docker from "dockerode";
-import { strToU8, unzipSync, zipSync } from "fflate";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { environmentHash, environmentOfZip } from "@otter-edge/shared";
 import { DockerSandbox, OTTER_VERSION_LABEL } from "../runner/src/grading/docker-sandbox.js";
@@ -11,6 +10,7 @@ import { EnvironmentBuildError } from "../runner/src/grading/errors.js";
 import { gradeFromRun } from "../runner/src/grading/results.js";
 import type { SandboxInput } from "../runner/src/grading/sandbox.js";
 import { ROOT } from "../scripts/local-stack.js";
+import { sampleZipNeedingTabulate as zipWith } from "./support/environment-zip.js";
 import { startRegistry } from "./support/registry.js";
 
 /**
@@ -23,25 +23,12 @@ import { startRegistry } from "./support/registry.js";
  * (absent from the grading image) and checks its version: 6 points of 6 only when the
  * environment was installed, and installed in the version this assignment pinned.
  */
-const SAMPLE_ZIP = readFileSync(join(ROOT, "assignments", "sample", "dist", "autograder.zip"));
 const FULL = readFileSync(join(ROOT, "assignments", "sample", "submissions", "full.ipynb"));
 const docker = new Docker();
 const NAME = `environments-test-${process.pid}`;
 const limits = { memoryBytes: 1024 ** 3, nanoCpus: 1e9, pidsLimit: 256, tmpfsBytes: 256 * 1024 ** 2 };
 // pip in the build trusts what this machine trusts (its way to the package index may inspect TLS).
 const HOST_CA = ["/etc/ssl/certs/ca-certificates.crt"].find((p) => existsSync(p));
-
-/** The sample zip with a requirements.txt and a test that needs tabulate at `version`. */
-function zipWith(requirements: string | null, version: string): Buffer {
-  const files = unzipSync(new Uint8Array(SAMPLE_ZIP));
-  const test = `OK_FORMAT = True
-
-test = {'name': 'qenv', 'points': 1, 'suites': [{'cases': [{'code': ">>> import tabulate\\n>>> tabulate.__version__\\n'${version}'", 'hidden': False, 'locked': False}], 'scored': True, 'setup': '', 'teardown': '', 'type': 'doctest'}]}
-`;
-  files["tests/qenv.py"] = strToU8(test);
-  if (requirements !== null) files["requirements.txt"] = strToU8(requirements);
-  return Buffer.from(zipSync(files));
-}
 
 const job = (autograder: Buffer): SandboxInput => ({
   jobId: `env-${Math.random().toString(36).slice(2)}`,

@@ -168,6 +168,7 @@ export class EnvironmentImages {
     // Only an image that says it is this environment on this grading image is used.
     const pulled = await this.find(hash, base.id);
     if (!pulled) this.options.log?.warn({ environment: hash.slice(0, 16), ref }, "the registry's image is not this environment: building it");
+    else this.options.log?.info({ environment: hash.slice(0, 16), ref }, "environment image pulled from the registry");
     return pulled;
   }
 
