@@ -41,6 +41,7 @@ const job = (autograder: Buffer): SandboxInput => ({
 });
 
 let sandbox: DockerSandbox;
+let gradingImageRef: string;
 const LOGS = mkdtempSync(join(tmpdir(), "otter-edge-env-logs-"));
 
 /** Removes the environment images of these zips, so that the test starts from a node that never built them. */
@@ -62,6 +63,7 @@ beforeAll(async () => {
   const images = await docker.listImages({ filters: { label: [`${OTTER_VERSION_LABEL}=7.0.0`] } });
   if (images.length === 0) throw new Error("no grading image for otter 7.0.0: run grading-image/build.sh");
   await forget(V09, V08, CONFLICT, SHARED);
+  gradingImageRef = (await new DockerSandbox(docker, limits, { runnerName: NAME }).images()).get("7.0.0")!;
   sandbox = new DockerSandbox(docker, limits, { runnerName: NAME, killGraceMs: 15_000, environments: { caBundle: HOST_CA, logDir: LOGS } });
 });
 
@@ -122,6 +124,9 @@ describe("assignment environments", () => {
     const hash = await environmentHash("7.0.0", environmentOfZip(CONFLICT).requirements);
     expect(readdirSync(LOGS)).toContain(`${hash}.log`);
     expect(await sandbox.environments.buildLog(hash)).toMatch(/pip install/);
+    // The failed build's intermediate images are gone, and none was taken for the grading image.
+    expect(await docker.listImages({ all: true, filters: { label: [`org.otter-edge.environment-build=${hash}`] } })).toEqual([]);
+    expect((await sandbox.images()).get("7.0.0")).toBe(gradingImageRef);
   });
 
   it("a fleet builds once: a node pulls from the registry what another node built and pushed", async () => {

@@ -17,7 +17,8 @@ export async function startRegistry(): Promise<Registry> {
   writeFileSync(join(dir, "config.yml"), `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${dir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`);
   const child: ChildProcess = spawn("docker-registry", ["serve", join(dir, "config.yml")], { stdio: "ignore" });
   const stop = () => {
-    child.kill();
+    // SIGKILL: on SIGTERM the registry waits for the engine's idle keep-alive connections to close.
+    child.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   };
   try {

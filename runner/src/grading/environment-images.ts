@@ -11,6 +11,8 @@ export const ENVIRONMENT_BASE_LABEL = "org.otter-edge.environment-base";
 const ENVIRONMENT_REPO = "otter-edge/env";
 /** The grading image's container-contract label (docker-sandbox.ts SANDBOX_LABEL), overridden on environment images. */
 const SANDBOX_LABEL = "org.otter-edge.sandbox";
+/** On every image of an environment build, intermediate ones included, so that a failed build's are found and removed. */
+const BUILD_LABEL = "org.otter-edge.environment-build";
 /** Build logs are kept whole on disk; errors and staff pages show their end. */
 const BUILD_ERROR_TAIL = 1500;
 
@@ -178,15 +180,9 @@ export class EnvironmentImages {
     const [repo, tag] = [ref.slice(0, ref.lastIndexOf(":")), ref.slice(ref.lastIndexOf(":") + 1)];
     const authconfig = this.options.registryAuth ?? {};
     try {
-      // Pushed as the docker CLI pushes (repository, tag apart), and checked: the registry must
-      // answer for the tag before another node is told it can pull it. Once, a push that reported
-      // its digest left the manifest untagged in the registry; a second push tags it.
-      for (let attempt = 1; ; attempt++) {
-        // The engine refuses a push without an X-Registry-Auth header, even an empty one.
-        await this.follow(await this.docker.getImage(repo).push({ tag, authconfig }));
-        if (await this.docker.getImage(ref).distribution({ authconfig }).then(() => true, () => false)) break;
-        if (attempt === 2) throw new Error(`the registry does not list ${ref} after pushing it`);
-      }
+      // As the docker CLI pushes: repository and tag apart. The engine refuses a push without an
+      // X-Registry-Auth header, even an empty one.
+      await this.follow(await this.docker.getImage(repo).push({ tag, authconfig }));
       this.stats.pushed += 1;
       this.options.log?.info({ environment: hash.slice(0, 16), ref }, "environment image pushed");
     } catch (err) {
@@ -222,6 +218,11 @@ export class EnvironmentImages {
     const pipEnv = withCa ? "PIP_CERT=/tmp/otter-edge-env/ca.pem " : "";
     return [
       `FROM ${base.id}`,
+      // First, so that every intermediate image of the build carries it too: a build that fails
+      // leaves its intermediate images behind (newer than the grading image, with its otter
+      // version label), and a runner listing grading images by the sandbox label must never take
+      // one for its otter version's newest. The same goes for runners that predate environments.
+      `LABEL ${SANDBOX_LABEL}=environment ${BUILD_LABEL}=${hash}`,
       ...buildArgs.map((name) => `ARG ${name}`),
       "USER 0:0",
       "COPY . /tmp/otter-edge-env/",
@@ -232,9 +233,8 @@ export class EnvironmentImages {
       " && /opt/otter/bin/python -c 'import otter.api, ipykernel' \\",
       " && rm -rf /tmp/otter-edge-env",
       "USER 10001:10001",
-      // The grading image's sandbox label is replaced: a runner that predates environments lists
-      // grading images by it and would otherwise take this image for its otter version's newest.
-      `LABEL ${ENVIRONMENT_LABEL}=${hash} ${ENVIRONMENT_BASE_LABEL}=${base.id} ${SANDBOX_LABEL}=environment`,
+      // Last: only a complete build is this environment's image (find() looks for these).
+      `LABEL ${ENVIRONMENT_LABEL}=${hash} ${ENVIRONMENT_BASE_LABEL}=${base.id}`,
       "",
     ].join("\n");
   }
@@ -284,6 +284,8 @@ export class EnvironmentImages {
     await this.keepLog(hash, log + (failure ? `\nERROR: ${failure}\n` : ""));
     if (failure) {
       this.stats.buildFailures += 1;
+      // The steps that succeeded left dangling intermediate images: of no use, and on disk.
+      await this.docker.pruneImages({ filters: { dangling: ["true"], label: [`${BUILD_LABEL}=${hash}`] } }).catch(() => undefined);
       const network = NETWORK_FAILURE.test(log) || NETWORK_FAILURE.test(failure);
       throw new EnvironmentBuildError(`installing the assignment's requirements failed (environment ${hash.slice(0, 16)}): ${failure.trim()}\n${log.slice(-BUILD_ERROR_TAIL)}`, hash, network);
     }
