@@ -11,6 +11,8 @@ import { pageRoutes, submissionPageRoutes } from "./routes/pages.js";
 import { runnerRoutes } from "./routes/runner.js";
 import { staffRoutes } from "./routes/staff.js";
 import { submissionRoutes } from "./routes/submissions.js";
+import { sweepLostJobs } from "./dispatcher/sweeper.js";
+import type { Env } from "./env.js";
 
 export { Dispatcher } from "./dispatcher/dispatcher.js";
 export { PassbackOutbox } from "./passback/outbox.js";
@@ -61,4 +63,10 @@ app.route("/lti", ltiRoutes);
 app.route("/", submissionPageRoutes());
 app.route("/", pageRoutes);
 
-export default app;
+export default {
+  fetch: app.fetch,
+  // The cron trigger (wrangler.toml): finds submissions D1 says are waiting that no Dispatcher holds.
+  scheduled: async (_controller, env, ctx) => {
+    ctx.waitUntil(sweepLostJobs(env));
+  },
+} satisfies ExportedHandler<Env>;

@@ -83,6 +83,11 @@ export class Dispatcher extends DurableObject<Env> {
     await this.dispatch();
   }
 
+  /** Which of these submissions this shard holds no job for (the sweeper's question). */
+  async missing(ids: string[]): Promise<string[]> {
+    return ids.filter((id) => !this.queue.get(id));
+  }
+
   /** Drops a regrade's jobs: waiting ones are removed, leased ones revoked. Returns how many. */
   async cancelRegrade(regradeId: number): Promise<number> {
     const doomed = this.queue.ofRegrade(regradeId);
@@ -314,11 +319,18 @@ export class Dispatcher extends DurableObject<Env> {
   /** Puts a job back in the queue, or fails it for good once it has used all its attempts. */
   private async requeue(job: JobRow, reason: string, now: number): Promise<void> {
     if (job.attempts >= this.maxAttempts) {
-      this.queue.remove(job.id);
       const why = `Grading failed ${job.attempts} times for reasons outside the notebook; last: ${reason}`;
-      log("error", "job failed", { jobId: job.id, reason });
-      await this.logged(this.journal(job).failed(why));
-      return;
+      try {
+        // Removed only once D1 says failed: a job removed first and then not written would stay
+        // "leased" in D1 forever, with nothing left to finish it.
+        await this.journal(job).failed(why);
+        this.queue.remove(job.id);
+        log("error", "job failed", { jobId: job.id, reason });
+        return;
+      } catch (err) {
+        // Kept, and tried again below: graded by a later attempt, or failed once D1 takes the write.
+        log("error", "recording the failure failed; the job stays queued", { jobId: job.id, error: String(err) });
+      }
     }
     // Back off with jitter so a broken node or engine does not spin on the same job.
     const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, job.attempts - 1));
