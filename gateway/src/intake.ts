@@ -1,9 +1,10 @@
-import { Notebook, OtterServiceRouting, SubmitBody, type Isolation, type JobSpec } from "@otter-edge/shared";
+import { Notebook, OtterServiceRouting, SubmitBody } from "@otter-edge/shared";
 import { and, eq } from "drizzle-orm";
 import type { Identity } from "./auth/authenticate.js";
 import { sha256Hex } from "./autograder.js";
 import { database, nowIso } from "./db/client.js";
 import { assignments, courseSections, sectionAssignments, submissionEvents, submissions } from "./db/schema.js";
+import { type GraderSettings, jobSpec } from "./dispatcher/job-spec.js";
 import { dispatcherForJob } from "./dispatcher/stub.js";
 import type { Env } from "./env.js";
 import { ApiError } from "./errors.js";
@@ -105,7 +106,7 @@ async function explainUnknownAssignment(env: Env, routing: OtterServiceRouting):
  */
 async function insertSubmission(env: Env, row: { id: string; user: string; routing: OtterServiceRouting; sha256: string; bytes: number; at: string; detail: string }) {
   const { course, section, assignment } = row.routing;
-  const [inserted, , grader] = await env.DB.batch<{ autograder_sha256: string; otter_version: string; timeout_seconds: number; isolation: Isolation }>([
+  const [inserted, , grader] = await env.DB.batch<GraderSettings>([
     env.DB.prepare(
       `INSERT INTO submissions (id, user, course, section, assignment, notebook_sha256, notebook_bytes, autograder_sha256, status, attempts, created_at, updated_at)
        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, a.autograder_sha256, 'queued', 0, ?8, ?8
@@ -120,7 +121,9 @@ async function insertSubmission(env: Env, row: { id: string; user: string; routi
       row.detail,
     ),
     // Read in the same transaction: exactly the autograder the row was inserted with.
-    env.DB.prepare("SELECT autograder_sha256, otter_version, timeout_seconds, isolation FROM assignments WHERE course = ?1 AND assignment = ?2").bind(course, assignment),
+    env.DB.prepare(
+      "SELECT autograder_sha256 AS autograderSha256, otter_version AS otterVersion, timeout_seconds AS timeoutSeconds, isolation FROM assignments WHERE course = ?1 AND assignment = ?2",
+    ).bind(course, assignment),
   ]);
   if ((inserted?.meta.changes ?? 0) === 0) return null;
   return grader?.results[0] ?? null;
@@ -170,14 +173,7 @@ export async function acceptSubmission(env: Env, identity: Identity, rawBody: st
   }
   if (!grader) return explainUnknownAssignment(env, routing);
 
-  const job: JobSpec = {
-    submissionId: id,
-    ...routing,
-    notebook: { sha256: notebookSha256, bytes: bytes.byteLength },
-    autograder: { sha256: grader.autograder_sha256, otterVersion: grader.otter_version },
-    timeoutMs: grader.timeout_seconds * 1000,
-    isolation: grader.isolation,
-  };
+  const job = jobSpec({ id, ...routing, notebookSha256, notebookBytes: bytes.byteLength }, grader);
   try {
     await dispatcherForJob(env, id).enqueue(job);
   } catch (err) {

@@ -1,24 +1,15 @@
-import { type JobSpec, shardOf } from "@otter-edge/shared";
+import { shardOf } from "@otter-edge/shared";
 import { nowIso } from "../db/client.js";
 import type { Env } from "../env.js";
+import { type GraderSettings, type JobSubmission, jobSpec } from "./job-spec.js";
 import { dispatcherShard, shardCount } from "./stub.js";
 
 /** A row untouched this long while queued or leased is checked against its Dispatcher shard. */
 export const STUCK_AFTER_MS = 10 * 60_000;
 const BATCH = 500;
 
-interface StuckRow {
-  id: string;
-  course: string;
-  section: string;
-  assignment: string;
-  notebook_sha256: string;
-  notebook_bytes: number;
-  submitted_autograder: string;
-  autograder_sha256: string;
-  otter_version: string;
-  timeout_seconds: number;
-  isolation: "kernel" | "grader";
+interface StuckRow extends JobSubmission, GraderSettings {
+  submittedAutograder: string;
 }
 
 /**
@@ -31,8 +22,9 @@ interface StuckRow {
 export async function sweepLostJobs(env: Env, now = Date.now()): Promise<{ checked: number; requeued: string[] }> {
   const cutoff = new Date(now - STUCK_AFTER_MS).toISOString();
   const { results: rows } = await env.DB.prepare(
-    `SELECT s.id, s.course, s.section, s.assignment, s.notebook_sha256, s.notebook_bytes, s.autograder_sha256 AS submitted_autograder,
-            a.autograder_sha256, a.otter_version, a.timeout_seconds, a.isolation
+    `SELECT s.id, s.course, s.section, s.assignment, s.notebook_sha256 AS notebookSha256, s.notebook_bytes AS notebookBytes,
+            s.autograder_sha256 AS submittedAutograder, a.autograder_sha256 AS autograderSha256, a.otter_version AS otterVersion,
+            a.timeout_seconds AS timeoutSeconds, a.isolation
        FROM submissions s JOIN assignments a ON a.course = s.course AND a.assignment = s.assignment
       WHERE s.status IN ('queued', 'leased') AND s.updated_at < ?1
       ORDER BY s.updated_at LIMIT ?2`,
@@ -50,31 +42,18 @@ export async function sweepLostJobs(env: Env, now = Date.now()): Promise<{ check
     const dispatcher = dispatcherShard(env, shard);
     const missing = new Set(await dispatcher.missing(shardRows.map((r) => r.id)));
     for (const row of shardRows.filter((r) => missing.has(r.id))) {
-      const detail = `queued again by the sweeper: no grader held this job${row.submitted_autograder === row.autograder_sha256 ? "" : " (graded with the assignment's current autograder)"}`;
+      const detail = `queued again by the sweeper: no grader held this job${row.submittedAutograder === row.autograderSha256 ? "" : " (graded with the assignment's current autograder)"}`;
       const at = nowIso();
       // Guarded: a job that finished meanwhile is not queued again.
       const [claimed] = await env.DB.batch([
-        env.DB.prepare("UPDATE submissions SET status = 'queued', autograder_sha256 = ?2, updated_at = ?3 WHERE id = ?1 AND status IN ('queued', 'leased')").bind(row.id, row.autograder_sha256, at),
+        env.DB.prepare("UPDATE submissions SET status = 'queued', autograder_sha256 = ?2, updated_at = ?3 WHERE id = ?1 AND status IN ('queued', 'leased')").bind(row.id, row.autograderSha256, at),
         env.DB.prepare("INSERT INTO submission_events (submission_id, at, state, detail) SELECT ?1, ?2, 'requeued', ?3 WHERE changes() = 1").bind(row.id, at, detail),
       ]);
       if (!claimed?.meta.changes) continue;
-      await dispatcher.enqueue(jobSpecOf(row));
+      await dispatcher.enqueue(jobSpec(row, row));
       requeued.push(row.id);
     }
   }
   if (requeued.length > 0) console.warn(JSON.stringify({ level: "warn", msg: "lost jobs queued again", component: "sweeper", count: requeued.length, ids: requeued.slice(0, 20) }));
   return { checked: rows.length, requeued };
-}
-
-function jobSpecOf(row: StuckRow): JobSpec {
-  return {
-    submissionId: row.id,
-    course: row.course,
-    section: row.section,
-    assignment: row.assignment,
-    notebook: { sha256: row.notebook_sha256, bytes: row.notebook_bytes },
-    autograder: { sha256: row.autograder_sha256, otterVersion: row.otter_version },
-    timeoutMs: row.timeout_seconds * 1000,
-    isolation: row.isolation,
-  };
 }

@@ -1,9 +1,9 @@
-import type { JobSpec } from "@otter-edge/shared";
 import { and, eq, inArray, ne, sql, type SQL } from "drizzle-orm";
 import { z } from "zod";
 import type { Principal } from "../auth/service-tokens.js";
 import { database, nowIso } from "../db/client.js";
 import { assignments, regradeItems, regrades, submissions } from "../db/schema.js";
+import { jobSpec } from "../dispatcher/job-spec.js";
 import { allDispatchers, dispatcherShard, jobsByShard } from "../dispatcher/stub.js";
 import type { Env } from "../env.js";
 import { ApiError } from "../errors.js";
@@ -92,17 +92,7 @@ export async function startRegrade(env: Env, principal: Principal, course: strin
       .from(regradeItems)
       .innerJoin(submissions, eq(submissions.id, regradeItems.submissionId))
       .where(eq(regradeItems.regradeId, regrade.id));
-    const jobs: JobSpec[] = items.map((item) => ({
-      submissionId: item.id,
-      course,
-      section: item.section,
-      assignment,
-      notebook: { sha256: item.sha256, bytes: item.bytes },
-      autograder: { sha256: grader.autograderSha256, otterVersion: grader.otterVersion },
-      timeoutMs: grader.timeoutSeconds * 1000,
-      isolation: grader.isolation,
-      regradeId: regrade.id,
-    }));
+    const jobs = items.map((item) => jobSpec({ id: item.id, course, section: item.section, assignment, notebookSha256: item.sha256, notebookBytes: item.bytes }, grader, regrade.id));
     // Each shard takes its share whole; if one fails, the catch below cancels the regrade in every shard.
     await Promise.all([...jobsByShard(env, jobs)].map(([shard, share]) => dispatcherShard(env, shard).enqueueMany(share, REGRADE_PRIORITY)));
     const [started] = await db
