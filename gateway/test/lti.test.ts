@@ -3,7 +3,7 @@ import OAuth from "oauth-1.0a";
 import imsExample from "../../test/lti/ims-replace-result-request.xml?raw";
 import { hmacSha1Base64, sha1Base64, signBodyRequest } from "../src/lti/oauth.js";
 import { formatScore, parseOutcomeResponse, replaceResultXml } from "../src/lti/outcomes-xml.js";
-import { retryDelayMs } from "../src/passback/deliver.js";
+import { backoffMs as retryDelayMs } from "@otter-edge/shared";
 
 describe("LTI 1.1 outcome messages", () => {
   it("builds replaceResultRequest exactly as the IMS implementation guide's example", () => {

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { type GatewayMessage, GatewayMessage as GatewayMessageSchema, type RunnerMessage } from "@otter-edge/shared";
+import { type GatewayMessage, GatewayMessage as GatewayMessageSchema, type RunnerMessage, backoffMs } from "@otter-edge/shared";
 import WebSocket from "ws";
 import type { Logger } from "./log.js";
 
@@ -90,10 +90,8 @@ export class GatewayConnection extends EventEmitter<{ open: []; message: [Gatewa
   }
 
   private scheduleReconnect(): void {
-    const min = this.options.minBackoffMs ?? 500;
-    const max = this.options.maxBackoffMs ?? 30_000;
-    const delay = Math.min(max, min * 2 ** this.failures) * (0.5 + Math.random() / 2);
     this.failures += 1;
+    const delay = backoffMs(this.failures, { baseMs: this.options.minBackoffMs ?? 500, maxMs: this.options.maxBackoffMs ?? 30_000 });
     this.options.log.info({ delayMs: Math.round(delay), shard: this.options.shard ?? 0 }, "reconnecting to gateway");
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }

@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import {
+  backoffMs,
   type GatewayMessage,
   type JobSpec,
   type LeaseRef,
@@ -333,8 +334,7 @@ export class Dispatcher extends DurableObject<Env> {
       }
     }
     // Back off with jitter so a broken node or engine does not spin on the same job.
-    const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.max(0, job.attempts - 1));
-    const notBefore = now + Math.round(backoff * (0.5 + Math.random() / 2));
+    const notBefore = now + backoffMs(job.attempts, { baseMs: BACKOFF_BASE_MS, maxMs: BACKOFF_MAX_MS });
     this.queue.release(job.id, { refundAttempt: false, notBefore });
     log("warn", "job requeued", { jobId: job.id, attempt: job.attempts, reason });
     this.ctx.waitUntil(this.logged(this.journal(job).requeued(reason)));

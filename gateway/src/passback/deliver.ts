@@ -1,3 +1,4 @@
+import { backoffMs } from "@otter-edge/shared";
 import { and, desc, eq, sql } from "drizzle-orm";
 import { type Database, database, nowIso } from "../db/client.js";
 import { passbackAttempts, passbacks, submissions } from "../db/schema.js";
@@ -17,11 +18,6 @@ export function passbackTiming(env: Env) {
   };
 }
 
-/** Exponential backoff with full jitter in the upper half: base·2^(n-1), capped, times 0.5..1. */
-export function retryDelayMs(attempts: number, timing: { baseMs: number; maxMs: number }, random = Math.random()): number {
-  const ceiling = Math.min(timing.maxMs, timing.baseMs * 2 ** Math.max(0, attempts - 1));
-  return Math.round(ceiling * (0.5 + random / 2));
-}
 
 /** The submission whose grade the LMS should end with, under the assignment's policy. */
 export async function policyChoice(db: Database, row: { course: string; assignment: string; user: string }, policy: "latest" | "best") {
@@ -110,7 +106,7 @@ export async function deliverPassback(env: Env, row: PassbackRow): Promise<Passb
     console.error(JSON.stringify({ level: "error", msg: "passback dead", passbackId: row.id, submissionId: row.submissionId, error: description }));
     return "dead";
   }
-  await settle(db, row, "retrying", { attempts: attempt, postedScore: score, lastError: description, nextAttemptAt: now + retryDelayMs(attempt, timing) });
+  await settle(db, row, "retrying", { attempts: attempt, postedScore: score, lastError: description, nextAttemptAt: now + backoffMs(attempt, timing) });
   console.warn(JSON.stringify({ level: "warn", msg: "passback will be retried", passbackId: row.id, attempt, error: description }));
   return "retrying";
 }
