@@ -133,10 +133,12 @@ describe("assignment environments", () => {
     const registry = await startRegistry();
     try {
       const repo = registry.repository;
-      const nodeA = new DockerSandbox(docker, limits, { runnerName: `${NAME}-a`, environments: { caBundle: HOST_CA, registry: repo } });
+      const nodeA = new DockerSandbox(docker, limits, { runnerName: `${NAME}-a`, environments: { caBundle: HOST_CA, registry: repo, logDir: LOGS } });
       const builtOnA = await nodeA.run(job(SHARED));
       await builtOnA.cleanup;
       expect(nodeA.environments.stats).toMatchObject({ builds: 1, pushed: 1, pulled: 0 });
+      // The job that waited says how its environment came (for the staff page): built, with pip's log.
+      expect(builtOnA.environment).toMatchObject({ how: "built", log: expect.stringMatching(/Successfully installed.*tabulate/) });
       expect(gradeFromRun(builtOnA, 180_000).score).toBe(1);
       await nodeA.close();
 
@@ -148,6 +150,7 @@ describe("assignment environments", () => {
       const pulledOnB = await nodeB.run(job(SHARED));
       await pulledOnB.cleanup;
       expect(nodeB.environments.stats, said.join("\n")).toMatchObject({ builds: 0, pulled: 1 });
+      expect(pulledOnB.environment).toMatchObject({ how: "pulled" });
       expect(gradeFromRun(pulledOnB, 180_000).score).toBe(1);
       await nodeB.close();
     } finally {

@@ -438,6 +438,20 @@ def total_leaves(tree):
  (False, "total_leaves([1, [2, [3, 4]], 5]), total_leaves(7), total_leaves([])"),
  (True, "type(shared_letters('ab', 'bc')).__name__, total_leaves([[[[[1]]]]] * 3), sorted(letter_counts('otter').items())")]))
 
+Q.append(("q16", 2, """**Question 16 (NumPy numbers).** `total_rainfall(days)` returns the sum of the NumPy array `days`
+with `np.sum` (a NumPy number, not a Python one); `wettest(days)` returns the position of its
+largest value with `np.argmax`. The tests compare NumPy numbers, and doctest compares what they
+print: `True` under the print options `datascience` sets, `np.True_` without them.""",
+['''def total_rainfall(days):
+    return np.sum(days) # SOLUTION
+
+
+def wettest(days):
+    return np.argmax(days) # SOLUTION'''],
+[(False, "total_rainfall(np.array([1.5, 2.5, 6.0])) == 10"),
+ (False, "0 <= wettest(np.array([3, 9, 1])) <= 2"),
+ (True, "wettest(np.array([3, 9, 1])) == 1, total_rainfall(np.array([2, 3])) > 4")]))
+
 WEATHER = """weather = pd.DataFrame({
     "city": ["Cork", "Bergen", "Cork", "Bergen", "Aberdeen"],
     "temp": [18.0, 22.0, 15.0, 11.5, 24.5],

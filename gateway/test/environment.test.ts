@@ -1,4 +1,4 @@
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { strToU8, zipSync } from "fflate";
 import { describe, expect, it, vi } from "vitest";
 import { ADMIN, ALICE, BASE, TestRunner, adminFetch, gradedOutcome, setUpAssignment, status, submit, uniqueAssignment } from "./helpers.js";
@@ -99,16 +99,18 @@ describe("an autograder.zip's environment at upload", () => {
   });
 });
 
+async function staffLogin(): Promise<string> {
+  const res = await SELF.fetch(`${BASE}/staff/login`, {
+    method: "POST",
+    redirect: "manual",
+    headers: { "content-type": "application/x-www-form-urlencoded", origin: BASE },
+    body: new URLSearchParams({ token: ADMIN, next: "/staff" }).toString(),
+  });
+  return (res.headers.get("set-cookie") ?? "").split(";")[0]!;
+}
+
 describe("an assignment whose environment cannot be installed", () => {
-  async function staffCookie(): Promise<string> {
-    const res = await SELF.fetch(`${BASE}/staff/login`, {
-      method: "POST",
-      redirect: "manual",
-      headers: { "content-type": "application/x-www-form-urlencoded", origin: BASE },
-      body: new URLSearchParams({ token: ADMIN, next: "/staff" }).toString(),
-    });
-    return (res.headers.get("set-cookie") ?? "").split(";")[0]!;
-  }
+  const staffCookie = staffLogin;
 
   it("holds its jobs (never graded 0), tells staff why, and grades them with the next zip uploaded", async () => {
     const a = uniqueAssignment("environment-held");
@@ -173,10 +175,22 @@ describe("a job whose environment a runner is building", () => {
     const studentPage = () => SELF.fetch(`${BASE}/services/otter_grade/s/${submission.id}`, { headers: { authorization: `token ${ALICE}` } }).then((r) => r.text());
     expect(await studentPage()).toContain('id="preparing-environment"');
 
-    runner.send({ type: "result", lease: lease.lease, outcome: gradedOutcome(1) });
+    // The result says how the environment came to the node: staff see it, with the end of pip's log.
+    const hash = "a".repeat(64);
+    await env.DB.prepare("UPDATE assignments SET environment_hash = ?1 WHERE course = ?2 AND assignment = ?3").bind(hash, a.course, a.assignment).run();
+    const prepared = { hash, how: "built", seconds: 41.25, log: "Successfully installed tabulate-0.9.0 <b>" };
+    runner.send({ type: "result", lease: lease.lease, outcome: { ...gradedOutcome(1), environment: prepared } });
     expect((await runner.next("ack")).accepted).toBe(true);
     expect((await status(submission.id)).body).toMatchObject({ status: "graded", waiting_for: null });
     expect(await studentPage()).not.toContain('id="preparing-environment"');
+    const staffPage = () => SELF.fetch(`${BASE}/staff/courses/${a.course}/assignments/${a.assignment}`, { headers: { cookie: staffCookie } }).then((r) => r.text());
+    const staffCookie = await staffLogin();
+    await vi.waitFor(async () => expect(await staffPage()).toContain('id="environment-build"'), { timeout: 10_000 });
+    expect(await staffPage()).toContain("built on runner");
+    expect(await staffPage()).toContain("Successfully installed tabulate-0.9.0 &lt;b&gt;");
+    // A zip with another environment: what was said about the old one is gone.
+    await adminFetch(`/assignments/${a.course}/${a.assignment}/autograder`, { method: "PUT", body: zipWith({ "requirements.txt": `otter-grader==${a.otterVersion}\ntabulate==0.9.0\n` }) });
+    expect(await staffPage()).not.toContain('id="environment-build"');
     runner.close();
   });
 });

@@ -321,6 +321,19 @@ def mirrored_seeds(bridge):
             module.seed = original
 
 
+def mirror_numpy_printing(bridge):
+    """Formats numpy values in the grader as the kernel would at this point: a doctest compares
+    printed output, and `0 <= p <= 1` prints `True` under the legacy options datascience sets in
+    the kernel, `np.True_` without them."""
+    import numpy
+
+    from otter_edge_bridge import NUMPY_PRINT_OPTIONS
+
+    options = bridge.ask("numpy_printoptions")
+    if type(options) is dict:
+        numpy.set_printoptions(**{k: v for k, v in options.items() if k in NUMPY_PRINT_OPTIONS})
+
+
 # Tests of the current grading that ran in the kernel because the bridge could not carry them:
 # {test name: why}. Written into results.json (see main) for staff.
 kernel_fallbacks = {}
@@ -360,6 +373,7 @@ def run_notebook(nb, test_paths, checks, ignore_errors, seed=None):
                 numpy_import.join()
                 seed_here = at_exit.enter_context(mirrored_seeds(bridge))
             bridge.forget()
+            mirror_numpy_printing(bridge)
             if seed is not None:
                 # otter's `seed` setting seeds every cell, check cells included, so a test's own random
                 # draws start from the seed: the grader's RNGs too (the kernel's: the check cell's prefix).

@@ -340,7 +340,7 @@ export class Agent {
       this.stats.graded += 1;
       this.record(grade.verdict, t0, run.timings);
       log.info({ verdict: grade.verdict, score: grade.score, points: grade.points, maxPoints: grade.maxPoints, exitCode: run.exitCode, container: run.container?.slice(0, 12), timings: run.timings }, "graded");
-      return { kind: "graded", grade, timings: { fetchMs, ...run.timings } };
+      return { kind: "graded", grade, timings: { fetchMs, ...run.timings }, ...(run.environment ? { environment: run.environment } : {}) };
     } catch (err) {
       if (err instanceof EnvironmentBuildError && !err.network) {
         this.record("environment_failed", t0, {});

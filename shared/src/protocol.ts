@@ -43,12 +43,27 @@ export const ReleaseMessage = z.object({ type: z.literal("release"), lease: Leas
 /** Extends the leases the runner is still working on. */
 export const HeartbeatMessage = z.object({ type: z.literal("heartbeat"), holding: z.array(LeaseRef).max(256) });
 
+/** An environment image a job waited for: built on this runner (with the end of pip's log) or pulled from the fleet's registry. */
+export const EnvironmentPrepared = z.object({
+  hash: Sha256,
+  how: z.enum(["built", "pulled"]),
+  seconds: z.number().nonnegative(),
+  log: z.string().max(8_000),
+});
+export type EnvironmentPrepared = z.infer<typeof EnvironmentPrepared>;
+
 /** The grade of a job, or why the runner could not produce one. */
 export const ResultMessage = z.object({
   type: z.literal("result"),
   lease: LeaseRef,
   outcome: z.discriminatedUnion("kind", [
-    z.object({ kind: z.literal("graded"), grade: Grade, timings: z.record(z.string(), z.number()).default({}) }),
+    z.object({
+      kind: z.literal("graded"),
+      grade: Grade,
+      timings: z.record(z.string(), z.number()).default({}),
+      /** The job waited for its assignment's environment image: how it came to the node (for staff). */
+      environment: EnvironmentPrepared.optional(),
+    }),
     /** Not the student's fault (engine down, image missing, fetch failed): the job is retried, never graded 0. */
     z.object({ kind: z.literal("infrastructure_error"), message: z.string().max(2_000) }),
     /**

@@ -51,6 +51,11 @@ export const assignments = sqliteTable(
     environmentStatus: text("environment_status", { enum: ["failed"] }),
     /** pip's reason for the failure, shown to staff. */
     environmentError: text("environment_error"),
+    /** How the last runner that prepared the environment did it ("built on runner r1 in 41.2 s"), and when. */
+    environmentPrepared: text("environment_prepared"),
+    environmentPreparedAt: text("environment_prepared_at"),
+    /** The end of pip's log of that build, shown to staff. */
+    environmentLog: text("environment_log"),
     updatedAt: text("updated_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.course, t.assignment] })],

@@ -12,7 +12,7 @@ import { type Env, intSetting } from "../env.js";
 import { JobQueue, type JobRow } from "./queue.js";
 import { passbackOutbox } from "../passback/outbox.js";
 import { type JobJournal, journalFor } from "./journal.js";
-import { markEnvironmentFailed } from "./environment-status.js";
+import { markEnvironmentFailed, recordEnvironmentPrepared } from "./environment-status.js";
 import { shardCount } from "./stub.js";
 
 /** What the Dispatcher remembers about a runner's socket; kept on the socket so it survives hibernation. */
@@ -304,6 +304,7 @@ export class Dispatcher extends DurableObject<Env> {
     if (current && current.lease_token && current.lease_token !== lease.token) this.revokeOnSocket(current, "The job was graded by another attempt.");
     this.queue.remove(job.id);
     if (passbackDue) this.ctx.waitUntil(this.logged(passbackOutbox(this.env).kick()));
+    if (outcome.environment) this.ctx.waitUntil(this.logged(recordEnvironmentPrepared(this.env.DB, JSON.parse(job.spec) as JobSpec, outcome.environment, session.runner)));
     log("info", "result", { runner: session.runner, jobId: job.id, attempt: job.attempts, recorded, verdict: outcome.grade.verdict, score: outcome.grade.score });
     send(ws, { type: "ack", lease, accepted: recorded, ...(recorded ? {} : { reason: "already_final" }) });
   }

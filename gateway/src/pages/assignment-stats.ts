@@ -26,7 +26,16 @@ export interface AssignmentStats {
   recent: Array<{ id: string; user: string; status: string; verdict: string | null; score: number | null; created_at: string }>;
   queue: { pending: number; leased: number; waitingForEnvironment: number };
   /** What the assignment grades in: the zip's requirements on top of the grading image, and whether they could be installed. */
-  environment: { otterVersion: string; hash: string | null; requirements: string[]; warnings: string[]; status: "failed" | null; error: string | null };
+  environment: {
+    otterVersion: string;
+    hash: string | null;
+    requirements: string[];
+    warnings: string[];
+    status: "failed" | null;
+    error: string | null;
+    /** How a runner last prepared it ("built on runner r1 in 41.2 s"), when, and the end of pip's log. */
+    prepared: { summary: string; at: string; log: string } | null;
+  };
   runners: Array<{ runner: string; capacity: number; holding: number; otterVersions: string[]; lastSeenAt: string | null }>;
 }
 
@@ -34,7 +43,8 @@ export interface AssignmentStats {
 export async function assignmentStats(env: Env, course: string, assignment: string): Promise<AssignmentStats | null> {
   const bind = (sql: string) => env.DB.prepare(sql).bind(course, assignment);
   const [known, totals, perDay, bins, tests, dead, recent] = await env.DB.batch([
-    bind(`SELECT otter_version, environment_hash, environment, environment_status, environment_error FROM assignments WHERE course = ?1 AND assignment = ?2`),
+    bind(`SELECT otter_version, environment_hash, environment, environment_status, environment_error, environment_prepared, environment_prepared_at, environment_log
+          FROM assignments WHERE course = ?1 AND assignment = ?2`),
     bind(`SELECT COUNT(*) AS submissions, COUNT(DISTINCT user) AS students,
             SUM(status = 'queued') AS queued, SUM(status = 'leased') AS grading,
             SUM(status = 'graded') AS graded, SUM(status = 'failed') AS failed
@@ -52,7 +62,16 @@ export async function assignmentStats(env: Env, course: string, assignment: stri
           WHERE course = ?1 AND assignment = ?2 ORDER BY created_at DESC, rowid DESC LIMIT 25`),
   ]);
   const a = known!.results[0] as
-    | { otter_version: string; environment_hash: string | null; environment: string | null; environment_status: "failed" | null; environment_error: string | null }
+    | {
+        otter_version: string;
+        environment_hash: string | null;
+        environment: string | null;
+        environment_status: "failed" | null;
+        environment_error: string | null;
+        environment_prepared: string | null;
+        environment_prepared_at: string | null;
+        environment_log: string | null;
+      }
     | undefined;
   if (!a) return null;
   const spec = a.environment ? (JSON.parse(a.environment) as { requirements: string[]; warnings: string[] }) : { requirements: [], warnings: [] };
@@ -75,7 +94,14 @@ export async function assignmentStats(env: Env, course: string, assignment: stri
     deadPassbacks: dead!.results as AssignmentStats["deadPassbacks"],
     recent: recent!.results as AssignmentStats["recent"],
     queue: { pending: stats.pending, leased: stats.leased, waitingForEnvironment: stats.waitingForEnvironment },
-    environment: { otterVersion: a.otter_version, hash: a.environment_hash, ...spec, status: a.environment_status, error: a.environment_error },
+    environment: {
+      otterVersion: a.otter_version,
+      hash: a.environment_hash,
+      ...spec,
+      status: a.environment_status,
+      error: a.environment_error,
+      prepared: a.environment_prepared ? { summary: a.environment_prepared, at: a.environment_prepared_at ?? "", log: a.environment_log ?? "" } : null,
+    },
     runners: stats.runners,
   };
 }

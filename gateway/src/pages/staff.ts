@@ -61,6 +61,11 @@ ${s.totals.queued} queued, ${s.totals.grading} grading.</p>
 ${s.environment.status === "failed" ? html`<div id="environment-failed" class="alert"><p><strong>The assignment's packages could not be installed.</strong> Its submissions wait (none is graded 0): upload a fixed autograder.zip and they are graded with it.</p><pre>${s.environment.error ?? ""}</pre></div>` : ""}
 <p id="environment">otter-grader ${s.environment.otterVersion}${s.environment.requirements.length ? html`, plus <code>${s.environment.requirements.join(", ")}</code> installed from the package index (environment ${(s.environment.hash ?? "").slice(0, 12)}, built on each runner's first job, or already in the grading image)` : ": the grading image as it is"}.</p>
 ${s.environment.warnings.map((w) => html`<p class="muted">${w}</p>`)}
+${
+  s.environment.prepared
+    ? html`<details id="environment-build"><summary>Environment ${s.environment.prepared.summary}, ${when(s.environment.prepared.at)}${s.environment.prepared.log ? ": the end of pip's log" : ""}</summary><pre>${s.environment.prepared.log}</pre></details>`
+    : ""
+}
 
 <h2>Submissions per day (UTC)</h2>
 ${s.perDay.length ? bars(s.perDay, (r) => r.day, (r) => r.n, "per-day") : html`<p>None yet.</p>`}

@@ -1,6 +1,6 @@
 import { Isolation, environmentHash } from "@otter-edge/shared";
 import { Hono } from "hono";
-import { and, count, desc, eq, inArray } from "drizzle-orm";
+import { and, count, desc, eq, inArray, sql } from "drizzle-orm";
 import { z } from "zod";
 import { issueToken, revokeToken } from "../auth/api-tokens.js";
 import { type StaffEnv, assertAdmin, assertCourse, requireStaff } from "../auth/service-tokens.js";
@@ -68,12 +68,22 @@ adminRoutes.put("/assignments/:course/:assignment/autograder", async (c) => {
     // A new zip gets a new chance: jobs that waited for a working environment are queued with it (below).
     environmentStatus: null,
     environmentError: null,
+
     ...(isolation ? { isolation: isolation.data } : {}),
   };
   const [row] = await database(c.env.DB)
     .insert(assignments)
     .values({ course: c.req.param("course"), assignment: c.req.param("assignment"), ...changes })
-    .onConflictDoUpdate({ target: [assignments.course, assignments.assignment], set: changes })
+    .onConflictDoUpdate({
+      target: [assignments.course, assignments.assignment],
+      set: {
+        ...changes,
+        // What a runner last said about preparing the environment stays only if the environment is the same.
+        environmentPrepared: sql`CASE WHEN ${assignments.environmentHash} IS ${envHash} THEN ${assignments.environmentPrepared} END`,
+        environmentPreparedAt: sql`CASE WHEN ${assignments.environmentHash} IS ${envHash} THEN ${assignments.environmentPreparedAt} END`,
+        environmentLog: sql`CASE WHEN ${assignments.environmentHash} IS ${envHash} THEN ${assignments.environmentLog} END`,
+      },
+    })
     .returning();
   const resumed = (
     await Promise.all(allDispatchers(c.env).map((d) => d.resumeAssignment(row!.course, row!.assignment, { sha256, otterVersion })))

@@ -496,7 +496,7 @@ export class DockerSandbox implements Sandbox {
       // Removed after the result is returned: the caller reports the grade while the engine removes
       // the container, and waits for `cleanup` before it counts the slot free.
       const cleanup = this.removeLater(container, runId).then(() => this.fillPool());
-      return { exitCode, timedOut, oomKilled: Boolean(state.OOMKilled), results: content, resultsTooLarge: tooLarge, logTail, timings, container: container.id, cleanup };
+      return { exitCode, timedOut, oomKilled: Boolean(state.OOMKilled), results: content, resultsTooLarge: tooLarge, logTail, timings, container: container.id, cleanup, environment: image.prepared };
     } catch (err) {
       if (stuck) {
         this.live.delete(runId);

@@ -1,7 +1,7 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Docker from "dockerode";
-import { type Environment, environmentHash } from "@otter-edge/shared";
+import { type Environment, type EnvironmentPrepared, environmentHash } from "@otter-edge/shared";
 import { EnvironmentBuildError } from "./errors.js";
 import { packFiles } from "./tar.js";
 
@@ -15,12 +15,16 @@ const SANDBOX_LABEL = "org.otter-edge.sandbox";
 const BUILD_LABEL = "org.otter-edge.environment-build";
 /** Build logs are kept whole on disk; errors and staff pages show their end. */
 const BUILD_ERROR_TAIL = 1500;
+const BUILD_LOG_TAIL = 6000;
+const seconds = (since: number) => Math.round(performance.now() - since) / 1000;
 
 export interface GradingImage {
   ref: string;
   id: string;
   /** Whether its containers may start before their job (the warm pool): only grading images proper. */
   warm: boolean;
+  /** Set on the image a call waited for while it was built or pulled (not on one found on the node). */
+  prepared?: EnvironmentPrepared;
 }
 
 export interface EnvironmentImagesOptions {
@@ -117,15 +121,17 @@ export class EnvironmentImages {
       return base;
     }
     this.startedPreparing(key);
+    const t0 = performance.now();
     const pulled = await this.pull(hash, base);
     if (pulled) {
       this.stats.pulled += 1;
-      return pulled;
+      return { ...pulled, prepared: { hash, how: "pulled", seconds: seconds(t0), log: "" } };
     }
     const image = await this.build(base, hash, otterVersion, requirements);
     await this.push(hash, base);
     await this.prune(image.id).catch((err) => this.options.log?.warn({ err: String(err) }, "could not prune environment images"));
-    return image;
+    const log = (await this.buildLog(hash)) ?? "";
+    return { ...image, prepared: { hash, how: "built", seconds: seconds(t0), log: log.slice(-BUILD_LOG_TAIL) } };
   }
 
   private startedPreparing(key: string): void {

@@ -1,4 +1,4 @@
-import type { Isolation, ProgressStage } from "@otter-edge/shared";
+import type { EnvironmentPrepared, Isolation, ProgressStage } from "@otter-edge/shared";
 
 /** What a sandbox gets for one job: the student's notebook and the assignment's autograder. */
 export interface SandboxInput {
@@ -32,6 +32,8 @@ export interface SandboxRun {
    * removed). `run` returns before that, so the grade is reported first. Never rejects.
    */
   cleanup?: Promise<void>;
+  /** The job waited for its assignment's environment image to be built or pulled: how, for staff. */
+  environment?: EnvironmentPrepared;
 }
 
 export interface Sandbox {

@@ -1,0 +1,11 @@
+import { readFileSync } from "node:fs";
+import Docker from "dockerode";
+import { DockerSandbox } from "../runner/src/grading/docker-sandbox.js";
+import { gradeFromRun } from "../runner/src/grading/results.js";
+const dir = process.env.DIR!;
+const sandbox = new DockerSandbox(new Docker(), { memoryBytes: 2 * 1024 ** 3, nanoCpus: 1e9, pidsLimit: 512, tmpfsBytes: 256 * 1024 ** 2 }, { runnerName: `probe-${process.pid}` });
+const run = await sandbox.run({ jobId: "probe", notebook: readFileSync(`${dir}/submissions/${process.env.NB ?? "solution"}.ipynb`), autograder: readFileSync(`${dir}/autograder.zip`), otterVersion: "7.0.0", timeoutMs: 600_000, isolation: (process.env.ISO as "grader") ?? "grader", signal: new AbortController().signal });
+await run.cleanup;
+const grade = gradeFromRun(run, 600_000);
+for (const t of grade.tests) if (!process.env.TEST || process.env.TEST.split(",").includes(t.name)) console.log(`== ${t.name} ${t.score}/${t.maxScore}\n${t.output}`);
+await sandbox.close();
