@@ -3,6 +3,7 @@ import Docker from "dockerode";
 import { type Environment, EnvironmentError, environmentOfZip } from "@otter-edge/shared";
 import { ENVIRONMENT_LABEL, EnvironmentImages, type EnvironmentImagesOptions, type GradingImage } from "./environment-images.js";
 import { InfrastructureError } from "./errors.js";
+import { bounded, exitOf } from "./container-exit.js";
 import { LOG_TAIL_BYTES, MAX_RESULTS_BYTES, type Sandbox, type SandboxInput, type SandboxRun } from "./sandbox.js";
 import { packFiles, readSingleFile } from "./tar.js";
 
@@ -547,24 +548,19 @@ export class DockerSandbox implements Sandbox {
     const onAbort = () => kill();
     if (input.signal.aborted) kill();
     else input.signal.addEventListener("abort", onAbort);
-    const waited = this.engine(() => container.wait(), 0); // bounded by the time limit and the kill grace
-    waited.catch(() => undefined); // when the job gave up on a stuck container, nobody awaits this any more
-    // The wait call's stream can be lost while the container runs on (an engine restarted with it
-    // alive was seen to never answer it): looking at the container now and then ends the job anyway.
-    let polling = true;
-    const polled = (async () => {
-      while (polling) {
-        await new Promise((resolve) => setTimeout(resolve, EXIT_POLL_MS));
-        const state = polling ? await container.inspect().then((i) => i.State, () => null) : null;
-        if (state && !state.Running && !state.Restarting) return "exited" as const;
-      }
-      return new Promise<never>(() => undefined);
-    })();
+    // Bounded by the time limit and the kill grace; also notices an exit whose wait answer was lost.
+    const exit = exitOf(container, EXIT_POLL_MS);
     let ended: "exited" | "stuck";
     try {
-      ended = await Promise.race([waited.then(() => "exited" as const), gaveUp, polled]);
+      ended = await Promise.race([
+        exit.exited.then(
+          () => "exited" as const,
+          (err: Error) => Promise.reject(new InfrastructureError(`docker engine: ${err.message ?? String(err)}`)),
+        ),
+        gaveUp,
+      ]);
     } finally {
-      polling = false;
+      exit.stop();
       clearTimeout(timer);
       clearTimeout(graceTimer);
       input.signal.removeEventListener("abort", onAbort);
@@ -592,14 +588,6 @@ export class DockerSandbox implements Sandbox {
       throw new InfrastructureError(`docker engine: ${(err as Error).message ?? String(err)}`);
     }
   }
-}
-
-/** Rejects when `promise` has not settled within `ms`; the engine can hang a call forever (a wedged runtime). */
-function bounded<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new InfrastructureError(`docker engine: ${what} did not answer within ${ms / 1000} s`)), ms)));
-  promise.catch(() => undefined);
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** Docker multiplexes stdout/stderr in 8-byte-header frames when there is no TTY. */

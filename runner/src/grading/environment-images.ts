@@ -2,6 +2,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import Docker from "dockerode";
 import { type Environment, type EnvironmentPrepared, environmentHash } from "@otter-edge/shared";
+import { bounded, exitOf } from "./container-exit.js";
 import { EnvironmentBuildError } from "./errors.js";
 import { packFiles } from "./tar.js";
 
@@ -16,6 +17,10 @@ const BUILD_LABEL = "org.otter-edge.environment-build";
 /** Build logs are kept whole on disk; errors and staff pages show their end. */
 const BUILD_ERROR_TAIL = 1500;
 const BUILD_LOG_TAIL = 6000;
+/** pip's offline dry run in the grading image takes seconds; beyond this the engine is wedged. */
+const DRY_RUN_LIMIT_MS = 120_000;
+/** How often that dry run's container is inspected, in case the engine's answer to wait is lost. */
+const DRY_RUN_POLL_MS = 1_000;
 const seconds = (since: number) => Math.round(performance.now() - since) / 1000;
 
 export interface GradingImage {
@@ -213,8 +218,12 @@ export class EnvironmentImages {
     });
     try {
       await container.start();
-      const { StatusCode } = (await container.wait()) as { StatusCode: number };
-      return StatusCode === 0;
+      const exit = exitOf(container, DRY_RUN_POLL_MS);
+      try {
+        return (await bounded(exit.exited, DRY_RUN_LIMIT_MS, "pip's dry run of the requirements")) === 0;
+      } finally {
+        exit.stop();
+      }
     } finally {
       await container.remove({ force: true, v: true }).catch(() => undefined);
     }
