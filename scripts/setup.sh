@@ -48,7 +48,7 @@ bash grading-image/build.sh
 OTTER_VERSION=$(sed -n 's/^otter-grader==\([^ ;#]*\).*/\1/p' grading-image/requirements.txt)
 VENV=$ROOT/.otter-edge/venv
 STAMP=$VENV/.requirements.sha256
-REQUIREMENTS=(grading-image/requirements.txt test/lti/requirements.txt test/hub/requirements.txt)
+REQUIREMENTS=(grading-image/requirements.txt test/lti/requirements.txt test/lti13/requirements.txt test/hub/requirements.txt)
 want=$(cat "${REQUIREMENTS[@]}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
   say "installing otter-grader $OTTER_VERSION and test tools in $VENV"

@@ -92,6 +92,15 @@ export class AdminClient {
     if (!res.ok || !res.body) throw new Error(`GET ${path}: HTTP ${res.status} ${await res.text()}`);
     return res.body;
   }
+
+  /** Registers (or updates) an LTI 1.3 platform. */
+  async registerLti13Platform(platform: { issuer: string; client_id: string; auth_url: string; token_url: string; jwks_url: string; deployment_ids: string[] }) {
+    return this.call<Record<string, unknown>>("PUT", "/lti13/platforms", Buffer.from(JSON.stringify(platform)), "application/json");
+  }
+
+  async listLti13Platforms() {
+    return this.call<{ platforms: Array<Record<string, unknown>> }>("GET", "/lti13/platforms");
+  }
 }
 
 /** The parts of the gateway's regrade answer the CLI reads (the rest is printed as it comes). */

@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { AdminClient, type RegradeProgress } from "./admin-client.js";
 import { buildAutograderEnvironment } from "./autograder-build.js";
 import { exportGrades } from "./grades-export.js";
+import { canvasDeveloperKey, rotatedToolKeys } from "./lti13.js";
 
 const HELP = `otter-edge: administer an otter-edge gateway
 
@@ -23,6 +24,14 @@ const HELP = `otter-edge: administer an otter-edge gateway
   otter-edge tokens create runner|staff|admin NAME [--course C]  issue a token (printed once; staff need --course)
   otter-edge tokens list
   otter-edge tokens revoke ID                                 revoke now; a runner using it is disconnected
+  otter-edge lti13 register --issuer ISS --client-id ID --auth-url URL --token-url URL --jwks-url URL
+                           --deployment-id ID [--deployment-id ID]...
+      register (or update) an LTI 1.3 platform: launches from it are checked against these, and
+      grades of students who launched from it go to its AGS line items
+  otter-edge lti13 platforms                                  list registered LTI 1.3 platforms
+  otter-edge lti13 key [--kid KID]                            print LTI13_TOOL_KEYS with a new signing key first
+      and the current keys (LTI13_TOOL_KEYS in the environment) after it; set it with wrangler secret put
+  otter-edge lti13 canvas-config --tool-url URL [--title T]   print a Canvas developer key (Paste JSON)
   otter-edge stats                                            queue depth, leases, runners
   otter-edge regrade start COURSE ASSIGNMENT [--submission ID]... [--user U] [--only-outdated]
                            [--never-lower] [--dry-run] [--wait]
@@ -55,11 +64,23 @@ async function main(argv: string[]): Promise<number> {
       local: { type: "boolean" }, remote: { type: "boolean" }, "persist-to": { type: "string" }, "page-size": { type: "string" },
       submission: { type: "string", multiple: true }, user: { type: "string" }, "only-outdated": { type: "boolean" }, "never-lower": { type: "boolean" },
       "dry-run": { type: "boolean" }, wait: { type: "boolean" },
+      issuer: { type: "string" }, "client-id": { type: "string" }, "auth-url": { type: "string" }, "token-url": { type: "string" }, "jwks-url": { type: "string" },
+      "deployment-id": { type: "string", multiple: true }, kid: { type: "string" }, "tool-url": { type: "string" }, title: { type: "string" },
       registry: { type: "string" }, "registry-auth": { type: "string" }, "ca-bundle": { type: "string" }, "log-dir": { type: "string" } },
   });
   if (values.help || positionals.length === 0) {
     process.stdout.write(HELP);
     return values.help ? 0 : 2;
+  }
+  const print = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  // Commands that need no gateway.
+  if (positionals.join(" ") === "lti13 key") {
+    process.stdout.write(`${await rotatedToolKeys(process.env.LTI13_TOOL_KEYS, values.kid)}\n`);
+    return 0;
+  }
+  if (positionals.join(" ") === "lti13 canvas-config" && values["tool-url"]) {
+    print(canvasDeveloperKey(values["tool-url"], values.title));
+    return 0;
   }
   const token = values["admin-token"] ?? process.env.OTTER_EDGE_ADMIN_TOKEN;
   if (!token && !values.local && !values.remote) {
@@ -68,7 +89,6 @@ async function main(argv: string[]): Promise<number> {
   }
   const client = new AdminClient(values.gateway ?? process.env.OTTER_EDGE_URL ?? "http://127.0.0.1:8787", token ?? "");
   const [group, action, ...rest] = positionals;
-  const print = (value: unknown) => process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
   switch (`${group} ${action ?? ""}`.trim()) {
     case "config load":
       if (!rest[0]) break;
@@ -109,6 +129,15 @@ async function main(argv: string[]): Promise<number> {
     case "tokens revoke":
       if (!rest[0]) break;
       print(await client.revokeToken(rest[0]));
+      return 0;
+    case "lti13 register": {
+      const { issuer, "client-id": clientId, "auth-url": authUrl, "token-url": tokenUrl, "jwks-url": jwksUrl, "deployment-id": deploymentIds } = values;
+      if (!issuer || !clientId || !authUrl || !tokenUrl || !jwksUrl || !deploymentIds?.length) break;
+      print(await client.registerLti13Platform({ issuer, client_id: clientId, auth_url: authUrl, token_url: tokenUrl, jwks_url: jwksUrl, deployment_ids: deploymentIds }));
+      return 0;
+    }
+    case "lti13 platforms":
+      print(await client.listLti13Platforms());
       return 0;
     case "stats":
       print(await client.stats());

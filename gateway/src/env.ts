@@ -48,6 +48,15 @@ export interface Env {
   PASSBACK_CONCURRENCY?: string;
   /** How far an LTI launch's oauth_timestamp may be from now, in seconds. */
   LTI_TIMESTAMP_WINDOW_S?: string;
+  /** LTI 1.3: the tool's private RS256 keys, a JSON list of JWKs with kid; the first signs (see lti13/tool-keys.ts). */
+  LTI13_TOOL_KEYS?: string;
+  /**
+   * LTI 1.3: which id_token claim names the hub user a launch links. Unset: the `lti1p1` migration
+   * claim's user_id when the platform sends it (the user an LTI 1.1 launch named), else `sub`.
+   */
+  LTI13_USER_CLAIM?: string;
+  /** LTI 1.3: how soon a platform's JWKS may be fetched again for an unknown kid (default 10 s). */
+  LTI13_JWKS_REFETCH_MIN_MS?: string;
   /**
    * The package index the runners install assignment requirements from (its simple API, the URL
    * pip's index-url names). When set, uploads are checked against it: unknown packages and

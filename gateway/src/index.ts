@@ -6,6 +6,9 @@ import type { AppEnv } from "./auth/authenticate.js";
 import { ApiError, errorResponse, internalErrorResponse } from "./errors.js";
 import { HUB_SERVICE_PREFIX } from "./hub-service.js";
 import { ltiRoutes } from "./lti/launch.js";
+import { lti13AdminRoutes } from "./lti13/admin.js";
+import { lti13Routes } from "./lti13/launch.js";
+import { publicJwks } from "./lti13/tool-keys.js";
 import { adminRoutes } from "./routes/admin.js";
 import { pageRoutes, submissionPageRoutes } from "./routes/pages.js";
 import { runnerRoutes } from "./routes/runner.js";
@@ -56,9 +59,13 @@ app.route(HUB_SERVICE_PREFIX, submissionPageRoutes());
 
 app.route("/", submissionRoutes("").app);
 app.route("/runner/v1", runnerRoutes);
+app.route("/api/v1/admin/lti13", lti13AdminRoutes);
 app.route("/api/v1/admin", adminRoutes);
 app.route("/api/v1/staff", staffRoutes);
+app.route("/lti/1p3", lti13Routes);
 app.route("/lti", ltiRoutes);
+// The tool's public keys, which platforms verify its AGS client assertions with.
+app.get("/.well-known/jwks.json", (c) => c.json(publicJwks(c.env), 200, { "cache-control": "public, max-age=300" }));
 // HTML pages: /s/:id for students and staff, /staff/… for staff, /auth/dev-login for local stacks.
 app.route("/", submissionPageRoutes());
 app.route("/", pageRoutes);

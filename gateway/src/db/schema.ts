@@ -155,6 +155,73 @@ export const ltiNonces = sqliteTable(
   (t) => [primaryKey({ columns: [t.consumerKey, t.nonce] }), index("lti_nonces_by_time").on(t.timestamp)],
 );
 
+/** An LTI 1.3 platform (LMS) this gateway is registered with: one row per issuer and client_id. */
+export const lti13Platforms = sqliteTable(
+  "lti13_platforms",
+  {
+    issuer: text("issuer").notNull(),
+    clientId: text("client_id").notNull(),
+    /** The platform's OIDC authorization endpoint, where a login is sent on with state and nonce. */
+    authUrl: text("auth_url").notNull(),
+    /** Its OAuth 2 token endpoint (client_credentials with a JWT client assertion) for AGS. */
+    tokenUrl: text("token_url").notNull(),
+    jwksUrl: text("jwks_url").notNull(),
+    /** Deployment ids a launch may carry (JSON array); a launch from another deployment is refused. */
+    deploymentIds: text("deployment_ids", { mode: "json" }).$type<string[]>().notNull(),
+    /** The platform's JWKS as last fetched (JSON), so launches need no fetch until an unknown kid. */
+    jwks: text("jwks"),
+    jwksFetchedAt: integer("jwks_fetched_at"),
+    createdAt: text("created_at").notNull(),
+    updatedAt: text("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.issuer, t.clientId] })],
+);
+
+/** OIDC logins in flight: state and nonce, single use, kept a few minutes. */
+export const lti13Logins = sqliteTable(
+  "lti13_logins",
+  {
+    state: text("state").primaryKey(),
+    nonce: text("nonce").notNull(),
+    issuer: text("issuer").notNull(),
+    clientId: text("client_id").notNull(),
+    createdAtMs: integer("created_at_ms").notNull(),
+  },
+  (t) => [index("lti13_logins_by_time").on(t.createdAtMs)],
+);
+
+/** Where a student's grade goes over LTI 1.3 AGS, from their own verified launch; preferred over LTI 1.1. */
+export const lti13Links = sqliteTable(
+  "lti13_links",
+  {
+    course: text("course").notNull(),
+    assignment: text("assignment").notNull(),
+    user: text("user").notNull(),
+    issuer: text("issuer").notNull(),
+    clientId: text("client_id").notNull(),
+    deploymentId: text("deployment_id").notNull(),
+    /** The platform's id of the student: AGS's userId. */
+    sub: text("sub").notNull(),
+    lineitem: text("lineitem").notNull(),
+    resourceLinkId: text("resource_link_id"),
+    updatedAt: text("updated_at").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.course, t.assignment, t.user] })],
+);
+
+/** AGS access tokens, per platform and scopes, kept until shortly before they expire. */
+export const lti13Tokens = sqliteTable(
+  "lti13_tokens",
+  {
+    issuer: text("issuer").notNull(),
+    clientId: text("client_id").notNull(),
+    scope: text("scope").notNull(),
+    accessToken: text("access_token").notNull(),
+    expiresAtMs: integer("expires_at_ms").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.issuer, t.clientId, t.scope] })],
+);
+
 export const PASSBACK_STATES = ["pending", "retrying", "delivered", "dead", "superseded", "disabled"] as const;
 export type PassbackState = (typeof PASSBACK_STATES)[number];
 

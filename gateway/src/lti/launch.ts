@@ -61,11 +61,11 @@ ltiRoutes.post("/launch", async (c) => {
   if (inserted.length === 0) throw new ApiError(401, "replayed_nonce", "This launch was already used.");
   c.executionCtx.waitUntil(db.delete(ltiNonces).where(lt(ltiNonces.timestamp, now - 2 * window)).then(() => undefined));
 
-  const assignment = await findAssignment(c.env, p);
+  const assignment = await findLaunchAssignment(c.env, { course: p.custom_otter_course, assignment: p.custom_otter_assignment, resourceLinkId: p.resource_link_id });
   if (!assignment) throw new ApiError(404, "unknown_assignment", `No assignment is configured for LTI resource link "${p.resource_link_id}".`);
   if (!p.lis_outcome_service_url || !p.lis_result_sourcedid) {
     // Not a graded launch (a staff view, or grading off in the LMS): nothing to link.
-    return c.html(page(`Opened ${assignment.assignment}. This launch carries no gradebook link, so no grade will be posted for it.`));
+    return c.html(launchPage(`Opened ${assignment.assignment}. This launch carries no gradebook link, so no grade will be posted for it.`));
   }
   const row = {
     course: assignment.course,
@@ -82,17 +82,20 @@ ltiRoutes.post("/launch", async (c) => {
     .values(row)
     .onConflictDoUpdate({ target: [ltiLinks.course, ltiLinks.assignment, ltiLinks.user], set: { consumerKey: row.consumerKey, outcomeServiceUrl: row.outcomeServiceUrl, resultSourcedId: row.resultSourcedId, resourceLinkId: row.resourceLinkId, updatedAt: row.updatedAt } });
   console.log(JSON.stringify({ level: "info", msg: "lti launch linked", user: p.user_id, course: assignment.course, assignment: assignment.assignment }));
-  return c.html(page(`You are linked: grades for ${assignment.assignment} will be posted to your course's gradebook.`));
+  return c.html(launchPage(`You are linked: grades for ${assignment.assignment} will be posted to your course's gradebook.`));
 });
 
-/** Custom parameters name the assignment outright; otherwise the resource link id ends with the configured block id. */
-async function findAssignment(env: Env, p: z.infer<typeof LaunchParams>) {
+/**
+ * The assignment a launch (LTI 1.1 or 1.3) opens. Custom parameters otter_course and
+ * otter_assignment name it outright; otherwise the resource link id ends with the configured block id.
+ */
+export async function findLaunchAssignment(env: Env, p: { course?: string; assignment?: string; resourceLinkId: string }) {
   const db = database(env.DB);
-  if (p.custom_otter_course && p.custom_otter_assignment) {
+  if (p.course && p.assignment) {
     const [row] = await db
       .select()
       .from(sectionAssignments)
-      .where(and(eq(sectionAssignments.course, p.custom_otter_course), eq(sectionAssignments.assignment, p.custom_otter_assignment)))
+      .where(and(eq(sectionAssignments.course, p.course), eq(sectionAssignments.assignment, p.assignment)))
       .limit(1);
     return row;
   }
@@ -100,12 +103,12 @@ async function findAssignment(env: Env, p: z.infer<typeof LaunchParams>) {
   const [row] = await db
     .select()
     .from(sectionAssignments)
-    .where(sql`${sectionAssignments.lmsBlockId} = ${p.resource_link_id} OR ${p.resource_link_id} LIKE '%-' || ${sectionAssignments.lmsBlockId}`)
+    .where(sql`${sectionAssignments.lmsBlockId} = ${p.resourceLinkId} OR ${p.resourceLinkId} LIKE '%-' || ${sectionAssignments.lmsBlockId}`)
     .limit(1);
   return row;
 }
 
-function page(message: string): string {
+export function launchPage(message: string): string {
   const text = message.replace(/[<>&]/g, (ch) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;" })[ch]!);
   return `<!doctype html><html><head><meta charset="utf-8"><title>otter-edge</title></head><body><p>${text}</p></body></html>`;
 }

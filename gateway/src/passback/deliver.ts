@@ -5,7 +5,8 @@ import { passbackAttempts, passbacks, submissions } from "../db/schema.js";
 import { type Env, intSetting } from "../env.js";
 import { signBodyRequest } from "../lti/oauth.js";
 import { parseOutcomeResponse, replaceResultXml } from "../lti/outcomes-xml.js";
-import { resolveTarget, sectionAssignmentConfig } from "./target.js";
+import { postScore } from "../lti13/ags.js";
+import { type PassbackTarget, resolveLti13Target, resolveTarget, sectionAssignmentConfig } from "./target.js";
 
 export type PassbackRow = typeof passbacks.$inferSelect;
 
@@ -36,6 +37,32 @@ async function settle(db: Database, row: PassbackRow, state: PassbackRow["state"
     .where(eq(passbacks.id, row.id));
 }
 
+interface Posted {
+  url: string;
+  httpStatus: number | null;
+  /** LTI 1.1's imsx_codeMajor (null over LTI 1.3, where the HTTP status says it). */
+  codeMajor: string | null;
+  delivered: boolean;
+  description: string;
+}
+
+/** One LTI 1.1 replaceResult: delivered only when the LMS's reply says `success`. */
+async function postOutcome(target: PassbackTarget, messageId: string, score: number, timeoutMs: number): Promise<Posted> {
+  const body = new TextEncoder().encode(replaceResultXml({ messageId, sourcedId: target.sourcedId, score }));
+  const { authorization } = await signBodyRequest({ url: target.url, body, key: target.consumerKey, secret: target.secret });
+  try {
+    const res = await fetch(target.url, { method: "POST", headers: { "content-type": "application/xml", authorization }, body, signal: AbortSignal.timeout(timeoutMs) });
+    const reply = parseOutcomeResponse(await res.text());
+    const codeMajor = reply?.codeMajor ?? null;
+    const description = reply ? `${reply.codeMajor}: ${reply.description}` : `HTTP ${res.status} with no imsx_POXEnvelopeResponse in the reply`;
+    return { url: target.url, httpStatus: res.status, codeMajor, delivered: codeMajor === "success", description };
+  } catch (err) {
+    const name = (err as Error).name;
+    const description = name === "TimeoutError" || name === "AbortError" ? `no reply within ${timeoutMs} ms` : `request failed: ${String(err)}`;
+    return { url: target.url, httpStatus: null, codeMajor: null, delivered: false, description };
+  }
+}
+
 /**
  * One try at delivering one outbox row. Success is only `imsx_codeMajor` = success in the LMS's
  * reply; anything else (HTTP error, time-out, failure, an unparseable reply) is retried with
@@ -45,9 +72,10 @@ export async function deliverPassback(env: Env, row: PassbackRow): Promise<Passb
   const db = database(env.DB);
   const timing = passbackTiming(env);
 
-  if (!env.LTI_CONSUMERS) {
+  const lti13 = await resolveLti13Target(db, row);
+  if (!env.LTI_CONSUMERS && !lti13) {
     // A gateway without LTI credentials posts nothing: say so once instead of retrying for a day.
-    await settle(db, row, "disabled", { lastError: "this gateway has no LTI consumer configured (LTI_CONSUMERS)" });
+    await settle(db, row, "disabled", { lastError: "this gateway has no LTI consumer configured (LTI_CONSUMERS) and the student has no LTI 1.3 launch" });
     return "disabled";
   }
   const config = await sectionAssignmentConfig(db, row);
@@ -64,36 +92,16 @@ export async function deliverPassback(env: Env, row: PassbackRow): Promise<Passb
   const score = chosen.score ?? 0;
   const attempt = row.attempts + 1;
   const now = Date.now();
-  const target = await resolveTarget(env, db, row, config);
-
-  let httpStatus: number | null = null;
-  let codeMajor: string | null = null;
-  let description: string;
-  let url = "";
   const messageId = `otter-edge-${row.id}-${attempt}-${crypto.randomUUID()}`;
-  if ("error" in target) {
-    description = target.error;
-  } else {
-    url = target.url;
-    const body = new TextEncoder().encode(replaceResultXml({ messageId, sourcedId: target.sourcedId, score }));
-    const { authorization } = await signBodyRequest({ url: target.url, body, key: target.consumerKey, secret: target.secret });
-    try {
-      const res = await fetch(target.url, {
-        method: "POST",
-        headers: { "content-type": "application/xml", authorization },
-        body,
-        signal: AbortSignal.timeout(timing.timeoutMs),
-      });
-      httpStatus = res.status;
-      const reply = parseOutcomeResponse(await res.text());
-      codeMajor = reply?.codeMajor ?? null;
-      description = reply ? `${reply.codeMajor}: ${reply.description}` : `HTTP ${res.status} with no imsx_POXEnvelopeResponse in the reply`;
-    } catch (err) {
-      const name = (err as Error).name;
-      description = name === "TimeoutError" || name === "AbortError" ? `no reply within ${timing.timeoutMs} ms` : `request failed: ${String(err)}`;
-    }
-  }
-  const delivered = codeMajor === "success";
+  // LTI 1.3 AGS when the student launched over 1.3; else LTI 1.1 Basic Outcomes.
+  const target = lti13 ?? (await resolveTarget(env, db, row, config));
+  const posted: Posted =
+    "error" in target
+      ? { url: "", httpStatus: null, codeMajor: null, delivered: false, description: target.error }
+      : "link" in target
+        ? { ...(await postScore(env, db, target.platform, target.link, score, timing.timeoutMs)), codeMajor: null }
+        : await postOutcome(target, messageId, score, timing.timeoutMs);
+  const { url, httpStatus, codeMajor, delivered, description } = posted;
   await db.insert(passbackAttempts).values({ passbackId: row.id, at: nowIso(), messageId, url, score, httpStatus, codeMajor, description: description.slice(0, 1000), durationMs: Date.now() - now });
 
   if (delivered) {

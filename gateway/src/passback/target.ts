@@ -1,8 +1,9 @@
 import { and, eq } from "drizzle-orm";
 import { parseTokenList } from "../auth/tokens.js";
 import type { Database } from "../db/client.js";
-import { courseSections, ltiLinks, sectionAssignments } from "../db/schema.js";
+import { courseSections, lti13Links, ltiLinks, sectionAssignments } from "../db/schema.js";
 import type { Env } from "../env.js";
+import { type Platform, findPlatform } from "../lti13/platforms.js";
 
 export interface PassbackTarget {
   url: string;
@@ -66,3 +67,18 @@ export async function resolveTarget(
   };
 }
 
+
+export type Lti13Target = { link: typeof lti13Links.$inferSelect; platform: Platform } | { error: string };
+
+/** The student's LTI 1.3 link (from their own launch) and its platform, if they launched over 1.3: it comes first. */
+export async function resolveLti13Target(db: Database, row: { course: string; assignment: string; user: string }): Promise<Lti13Target | undefined> {
+  const [link] = await db
+    .select()
+    .from(lti13Links)
+    .where(and(eq(lti13Links.course, row.course), eq(lti13Links.assignment, row.assignment), eq(lti13Links.user, row.user)))
+    .limit(1);
+  if (!link) return undefined;
+  const platform = await findPlatform(db, link.issuer, link.clientId);
+  if (!platform) return { error: `the LTI 1.3 platform ${link.issuer} (client_id ${link.clientId}) of this student's launch is no longer registered` };
+  return { link, platform };
+}
