@@ -1,5 +1,6 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { log } from "./log.js";
 
 /**
  * An error a client can act on: an HTTP status, a machine-readable code and a sentence for people.
@@ -22,6 +23,6 @@ export function errorResponse(c: Context, err: ApiError): Response {
 
 /** Last resort: log the cause, tell the client nothing internal. */
 export function internalErrorResponse(c: Context, err: unknown): Response {
-  console.error(JSON.stringify({ level: "error", msg: "unhandled", path: c.req.path, error: String(err), stack: (err as Error)?.stack }));
+  log.error("unhandled", { path: c.req.path, error: String(err), stack: (err as Error)?.stack });
   return c.json({ error: "internal_error", message: "The gateway failed to handle this request; it was logged." }, 500);
 }

@@ -5,6 +5,7 @@ import { hubUserForToken } from "./hub.js";
 import { type Principal, staffPrincipal } from "./service-tokens.js";
 import { sessionUser } from "./session.js";
 import { bearerToken, findTokenOwner } from "./tokens.js";
+import { log } from "../log.js";
 
 /** A verified student. `via` names the credential that proved it, for the logs. */
 export interface Identity {
@@ -86,7 +87,7 @@ export function authenticate(chain: Authenticator[] = authenticators): Middlewar
       });
     } catch (err) {
       if (err instanceof ApiError) {
-        console.warn(JSON.stringify({ level: "warn", msg: "authentication refused", path: c.req.path, error: err.code }));
+        log.warn("authentication refused", { path: c.req.path, error: err.code });
         return errorResponse(c, err);
       }
       throw err;

@@ -4,6 +4,7 @@ import type { Env } from "../env.js";
 import { ApiError, errorResponse } from "../errors.js";
 import { ISSUED_TOKEN_PREFIX, findToken } from "./api-tokens.js";
 import { bearerToken, tokensEqual } from "./tokens.js";
+import { log } from "../log.js";
 
 export type RunnerEnv = { Bindings: Env; Variables: { runner: string; runnerTokenId: string } };
 
@@ -12,7 +13,7 @@ export type Principal = { role: "admin"; name: string } | { role: "staff"; name:
 export type StaffEnv = { Bindings: Env; Variables: { principal: Principal } };
 
 function refuse(c: Context, code: string, message: string) {
-  console.warn(JSON.stringify({ level: "warn", msg: "credential refused", path: c.req.path, error: code }));
+  log.warn("credential refused", { path: c.req.path, error: code });
   return errorResponse(c, new ApiError(401, code, message));
 }
 

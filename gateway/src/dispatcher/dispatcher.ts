@@ -14,6 +14,9 @@ import { passbackOutbox } from "../passback/outbox.js";
 import { type JobJournal, journalFor } from "./journal.js";
 import { markEnvironmentFailed, recordEnvironmentPrepared } from "./environment-status.js";
 import { shardCount } from "./stub.js";
+import { logger } from "../log.js";
+
+const log = logger("dispatcher");
 
 /** What the Dispatcher remembers about a runner's socket; kept on the socket so it survives hibernation. */
 interface Session {
@@ -104,7 +107,7 @@ export class Dispatcher extends DurableObject<Env> {
   async resumeAssignment(course: string, assignment: string, autograder: JobSpec["autograder"]): Promise<number> {
     const resumed = this.queue.unblockAssignment(course, assignment, autograder);
     if (resumed > 0) {
-      log("info", "jobs waiting for the environment resumed", { course, assignment, resumed });
+      log.info("jobs waiting for the environment resumed", { course, assignment, resumed });
       await this.dispatch();
     }
     return resumed;
@@ -153,7 +156,7 @@ export class Dispatcher extends DurableObject<Env> {
     this.ctx.acceptWebSocket(server);
     const session: Session = { sessionId: crypto.randomUUID(), runner, tokenId: request.headers.get("x-otter-runner-token-id") ?? "", capacity: 0, otterVersions: [] };
     server.serializeAttachment(session);
-    log("info", "runner connected", { runner, session: session.sessionId });
+    log.info("runner connected", { runner, session: session.sessionId });
     return new Response(null, { status: 101, webSocket: client });
   }
 
@@ -163,7 +166,7 @@ export class Dispatcher extends DurableObject<Env> {
     try {
       message = RunnerMessageSchema.parse(JSON.parse(typeof data === "string" ? data : new TextDecoder().decode(data)));
     } catch (err) {
-      log("warn", "bad runner message", { runner: session.runner, error: String(err).slice(0, 500) });
+      log.warn("bad runner message", { runner: session.runner, error: String(err).slice(0, 500) });
       send(ws, { type: "error", error: "bad_message", message: "The message does not match the otter-edge runner protocol." });
       return;
     }
@@ -262,7 +265,7 @@ export class Dispatcher extends DurableObject<Env> {
     const { lease, outcome } = message;
     const job = this.queue.get(lease.jobId);
     if (!job || job.lease_token !== lease.token) {
-      log("warn", "stale result refused", { runner: session.runner, jobId: lease.jobId });
+      log.warn("stale result refused", { runner: session.runner, jobId: lease.jobId });
       send(ws, { type: "ack", lease, accepted: false, reason: "stale_lease" });
       return;
     }
@@ -271,7 +274,7 @@ export class Dispatcher extends DurableObject<Env> {
       // staff to upload a fixed zip, which queues them again (resumeAssignment). Never graded 0.
       this.queue.blockOnEnvironment(job.id, outcome.environment);
       const spec = JSON.parse(job.spec) as JobSpec;
-      log("warn", "job waits for the assignment's environment", { runner: session.runner, jobId: job.id, course: spec.course, assignment: spec.assignment, environment: outcome.environment });
+      log.warn("job waits for the assignment's environment", { runner: session.runner, jobId: job.id, course: spec.course, assignment: spec.assignment, environment: outcome.environment });
       // Written before the ack, so that whoever reads the submission after it sees why it waits.
       await this.logged(
         Promise.all([
@@ -294,7 +297,7 @@ export class Dispatcher extends DurableObject<Env> {
       ({ recorded, passbackDue } = await this.journal(job).graded(lease.token, session.runner, outcome.grade));
     } catch (err) {
       // D1 unreachable: the grade is not kept, so the job is graded again rather than lost.
-      log("error", "recording grade failed", { jobId: job.id, error: String(err) });
+      log.error("recording grade failed", { jobId: job.id, error: String(err) });
       await this.requeue(job, `recording the grade failed: ${String(err)}`, Date.now());
       send(ws, { type: "ack", lease, accepted: false, reason: "record_failed" });
       return;
@@ -305,14 +308,14 @@ export class Dispatcher extends DurableObject<Env> {
     this.queue.remove(job.id);
     if (passbackDue) this.ctx.waitUntil(this.logged(passbackOutbox(this.env).kick()));
     if (outcome.environment) this.ctx.waitUntil(this.logged(recordEnvironmentPrepared(this.env.DB, JSON.parse(job.spec) as JobSpec, outcome.environment, session.runner)));
-    log("info", "result", { runner: session.runner, jobId: job.id, attempt: job.attempts, recorded, verdict: outcome.grade.verdict, score: outcome.grade.score });
+    log.info("result", { runner: session.runner, jobId: job.id, attempt: job.attempts, recorded, verdict: outcome.grade.verdict, score: outcome.grade.score });
     send(ws, { type: "ack", lease, accepted: recorded, ...(recorded ? {} : { reason: "already_final" }) });
   }
 
   private async onDisconnect(ws: WebSocket, reason: string): Promise<void> {
     const session = ws.deserializeAttachment() as Session | null;
     if (!session?.sessionId) return;
-    log("info", "runner disconnected", { runner: session.runner, session: session.sessionId });
+    log.info("runner disconnected", { runner: session.runner, session: session.sessionId });
     const now = Date.now();
     for (const job of this.queue.leasedTo(session.sessionId)) await this.requeue(job, reason, now);
     await this.dispatch(ws);
@@ -327,17 +330,17 @@ export class Dispatcher extends DurableObject<Env> {
         // "leased" in D1 forever, with nothing left to finish it.
         await this.journal(job).failed(why);
         this.queue.remove(job.id);
-        log("error", "job failed", { jobId: job.id, reason });
+        log.error("job failed", { jobId: job.id, reason });
         return;
       } catch (err) {
         // Kept, and tried again below: graded by a later attempt, or failed once D1 takes the write.
-        log("error", "recording the failure failed; the job stays queued", { jobId: job.id, error: String(err) });
+        log.error("recording the failure failed; the job stays queued", { jobId: job.id, error: String(err) });
       }
     }
     // Back off with jitter so a broken node or engine does not spin on the same job.
     const notBefore = now + backoffMs(job.attempts, { baseMs: BACKOFF_BASE_MS, maxMs: BACKOFF_MAX_MS });
     this.queue.release(job.id, { refundAttempt: false, notBefore });
-    log("warn", "job requeued", { jobId: job.id, attempt: job.attempts, reason });
+    log.warn("job requeued", { jobId: job.id, attempt: job.attempts, reason });
     this.ctx.waitUntil(this.logged(this.journal(job).requeued(reason)));
   }
 
@@ -396,7 +399,7 @@ export class Dispatcher extends DurableObject<Env> {
     try {
       await write;
     } catch (err) {
-      log("error", "D1 write failed", { error: String(err) });
+      log.error("D1 write failed", { error: String(err) });
     }
   }
 }
@@ -405,10 +408,7 @@ function send(ws: WebSocket, message: GatewayMessage): void {
   try {
     ws.send(JSON.stringify(message));
   } catch (err) {
-    log("warn", "send to runner failed", { error: String(err) });
+    log.warn("send to runner failed", { error: String(err) });
   }
 }
 
-function log(level: "info" | "warn" | "error", msg: string, fields: Record<string, unknown>): void {
-  console[level === "info" ? "log" : level](JSON.stringify({ level, msg, component: "dispatcher", ...fields }));
-}

@@ -3,6 +3,7 @@ import { nowIso } from "../db/client.js";
 import type { Env } from "../env.js";
 import { type GraderSettings, type JobSubmission, jobSpec } from "./job-spec.js";
 import { dispatcherShard, shardCount } from "./stub.js";
+import { logger } from "../log.js";
 
 /** A row untouched this long while queued or leased is checked against its Dispatcher shard. */
 export const STUCK_AFTER_MS = 10 * 60_000;
@@ -54,6 +55,6 @@ export async function sweepLostJobs(env: Env, now = Date.now()): Promise<{ check
       requeued.push(row.id);
     }
   }
-  if (requeued.length > 0) console.warn(JSON.stringify({ level: "warn", msg: "lost jobs queued again", component: "sweeper", count: requeued.length, ids: requeued.slice(0, 20) }));
+  if (requeued.length > 0) logger("sweeper").warn("lost jobs queued again", { count: requeued.length, ids: requeued.slice(0, 20) });
   return { checked: rows.length, requeued };
 }

@@ -7,6 +7,7 @@ import { type Env, intSetting } from "../env.js";
 import { ApiError } from "../errors.js";
 import { consumerSecret } from "../passback/target.js";
 import { formSignatureValid } from "./oauth.js";
+import { log } from "../log.js";
 
 /** The launch fields we rely on; the LMS sends many more, all of which are signed and kept in the check. */
 const LaunchParams = z.object({
@@ -81,7 +82,7 @@ ltiRoutes.post("/launch", async (c) => {
     .insert(ltiLinks)
     .values(row)
     .onConflictDoUpdate({ target: [ltiLinks.course, ltiLinks.assignment, ltiLinks.user], set: { consumerKey: row.consumerKey, outcomeServiceUrl: row.outcomeServiceUrl, resultSourcedId: row.resultSourcedId, resourceLinkId: row.resourceLinkId, updatedAt: row.updatedAt } });
-  console.log(JSON.stringify({ level: "info", msg: "lti launch linked", user: p.user_id, course: assignment.course, assignment: assignment.assignment }));
+  log.info("lti launch linked", { user: p.user_id, course: assignment.course, assignment: assignment.assignment });
   return c.html(launchPage(`You are linked: grades for ${assignment.assignment} will be posted to your course's gradebook.`));
 });
 

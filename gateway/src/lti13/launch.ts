@@ -9,6 +9,7 @@ import { ApiError } from "../errors.js";
 import { findLaunchAssignment, launchPage } from "../lti/launch.js";
 import { AGS_SCORE_SCOPE, CLAIM } from "./claims.js";
 import { findPlatform, platformKeySet } from "./platforms.js";
+import { log } from "../log.js";
 
 /** A login's state and nonce are good for this long: the platform answers within seconds. */
 const LOGIN_TTL_MS = 5 * 60_000;
@@ -161,7 +162,7 @@ lti13Routes.post("/launch", async (c) => {
   };
   const { course: _c, assignment: _a, user: _u, ...changes } = row;
   await db.insert(lti13Links).values(row).onConflictDoUpdate({ target: [lti13Links.course, lti13Links.assignment, lti13Links.user], set: changes });
-  console.log(JSON.stringify({ level: "info", msg: "lti 1.3 launch linked", user, course: assignment.course, assignment: assignment.assignment, issuer: platform.issuer }));
+  log.info("lti 1.3 launch linked", { user, course: assignment.course, assignment: assignment.assignment, issuer: platform.issuer });
   return c.html(launchPage(`You are linked: grades for ${assignment.assignment} will be posted to your course's gradebook.`));
 });
 

@@ -7,6 +7,7 @@ import { signBodyRequest } from "../lti/oauth.js";
 import { parseOutcomeResponse, replaceResultXml } from "../lti/outcomes-xml.js";
 import { postScore } from "../lti13/ags.js";
 import { type PassbackTarget, resolveLti13Target, resolveTarget, sectionAssignmentConfig } from "./target.js";
+import { log } from "../log.js";
 
 export type PassbackRow = typeof passbacks.$inferSelect;
 
@@ -111,10 +112,10 @@ export async function deliverPassback(env: Env, row: PassbackRow): Promise<Passb
   const age = now - Date.parse(row.createdAt);
   if (age >= timing.windowMs) {
     await settle(db, row, "dead", { attempts: attempt, postedScore: score, lastError: description });
-    console.error(JSON.stringify({ level: "error", msg: "passback dead", passbackId: row.id, submissionId: row.submissionId, error: description }));
+    log.error("passback dead", { passbackId: row.id, submissionId: row.submissionId, error: description });
     return "dead";
   }
   await settle(db, row, "retrying", { attempts: attempt, postedScore: score, lastError: description, nextAttemptAt: now + backoffMs(attempt, timing) });
-  console.warn(JSON.stringify({ level: "warn", msg: "passback will be retried", passbackId: row.id, attempt, error: description }));
+  log.warn("passback will be retried", { passbackId: row.id, attempt, error: description });
   return "retrying";
 }

@@ -4,6 +4,7 @@ import { database } from "../db/client.js";
 import { passbacks } from "../db/schema.js";
 import { type Env, intSetting } from "../env.js";
 import { deliverPassback } from "./deliver.js";
+import { log } from "../log.js";
 
 const DUE_STATES = ["pending", "retrying"] as const;
 
@@ -78,7 +79,7 @@ export class PassbackOutbox extends DurableObject<Env> {
                 await deliverPassback(this.env, row);
               } catch (err) {
                 failed.add(key);
-                console.error(JSON.stringify({ level: "error", msg: "passback delivery failed", passbackId: row.id, error: String(err) }));
+                log.error("passback delivery failed", { passbackId: row.id, error: String(err) });
                 return; // the student's later rows wait: their policy check needs this one settled
               }
             }

@@ -8,6 +8,7 @@ import { allDispatchers, dispatcherShard, jobsByShard } from "../dispatcher/stub
 import type { Env } from "../env.js";
 import { ApiError } from "../errors.js";
 import type { RegradeRow } from "./view.js";
+import { log } from "../log.js";
 
 /** New submissions always go first: a student waiting on Submit matters more than a batch regrade. */
 export const REGRADE_PRIORITY = -1;
@@ -103,7 +104,7 @@ export async function startRegrade(env: Env, principal: Principal, course: strin
     return started!;
   } catch (err) {
     // Nothing half-started may stay "running" (it would block the next regrade): cancel it whole.
-    console.error(JSON.stringify({ level: "error", msg: "regrade failed to start", regradeId: regrade.id, error: String(err) }));
+    log.error("regrade failed to start", { regradeId: regrade.id, error: String(err) });
     await cancelRegrade(env, regrade.id, `could not start: ${String(err)}`).catch(() => undefined);
     throw new ApiError(503, "queue_unavailable", "The grading queue is unavailable right now; the regrade was not started. Try again in a minute.", { "Retry-After": "30" });
   }

@@ -6,6 +6,7 @@ import { endSession, startSession } from "../auth/session.js";
 import type { Env } from "../env.js";
 import { ApiError } from "../errors.js";
 import { servicePrefixOf } from "../hub-service.js";
+import { log } from "../log.js";
 
 /**
  * Browser login through JupyterHub OAuth: the gateway is the hub service `otter_grade`.
@@ -77,7 +78,7 @@ authRoutes.get("/callback", async (c) => {
   const user = who.ok ? await personFromHubAnswer(who) : null;
   if (!user) throw new ApiError(401, "oauth_user_unknown", "The hub did not say who you are; open /auth/login again.");
   await startSession(c, user, servicePrefixOf(c.req.path) || "/");
-  console.log(JSON.stringify({ level: "info", msg: "hub login", user }));
+  log.info("hub login", { user });
   return c.redirect(saved.next, 302);
 });
 

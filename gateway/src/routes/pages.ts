@@ -12,6 +12,7 @@ import { assignmentStats, staffAssignments } from "../pages/assignment-stats.js"
 import { type Html, errorPage, pageResponse } from "../pages/layout.js";
 import { assignmentPage, devSignInForm, signInForm, staffIndex } from "../pages/staff.js";
 import { liveFragment, submissionPage } from "../pages/submission.js";
+import { log } from "../log.js";
 
 /**
  * The HTML pages: a submission's live page for its student and course staff (`/s/:id`), and the
@@ -120,7 +121,7 @@ pageRoutes.get("/auth/dev-login", async (c) => {
 pageRoutes.post("/auth/dev-login", async (c) => {
   assertSameOrigin(c);
   const user = await startDevSession(c, await formField(c, "token"));
-  console.log(JSON.stringify({ level: "info", msg: "dev page sign-in", user }));
+  log.info("dev page sign-in", { user });
   return c.redirect(safeNext(await formField(c, "next"), "/auth/dev-login"), 303);
 });
 
@@ -131,7 +132,7 @@ pageRoutes.post("/staff/login", async (c) => {
   const next = safeNext(await formField(c, "next"), "/staff");
   try {
     const principal = await startStaffSession(c, await formField(c, "token"));
-    console.log(JSON.stringify({ level: "info", msg: "staff page sign-in", name: principal.name, role: principal.role }));
+    log.info("staff page sign-in", { name: principal.name, role: principal.role });
   } catch (err) {
     if (!(err instanceof ApiError) || err.status !== 401) throw err;
     return pageResponse(c, { title: "Staff sign-in", status: 401, body: () => signInForm(next, `${err.message} (${err.code})`) });
@@ -177,6 +178,6 @@ pageRoutes.post("/staff/courses/:course/passbacks/:id/retry", async (c) => {
   assertCourse(principal, course);
   const back = await formField(c, "back");
   const view = await retryPassback(c.env, principal, Number(c.req.param("id")));
-  console.log(JSON.stringify({ level: "info", msg: "passback retried from the staff page", id: view.id, by: principal.name }));
+  log.info("passback retried from the staff page", { id: view.id, by: principal.name });
   return c.redirect(back ? `/staff/courses/${encodeURIComponent(course)}/assignments/${encodeURIComponent(back)}` : "/staff", 303);
 });

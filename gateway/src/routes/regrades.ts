@@ -6,6 +6,7 @@ import { regrades } from "../db/schema.js";
 import { ApiError } from "../errors.js";
 import { RegradeRequest, cancelRegrade, startRegrade } from "../regrade/start.js";
 import { type RegradeRow, regradeView } from "../regrade/view.js";
+import { log } from "../log.js";
 
 /** Staff regrades (mounted inside the staff API, behind its token check). */
 export const regradeRoutes = new Hono<StaffEnv>();
@@ -30,7 +31,7 @@ regradeRoutes.post("/courses/:course/assignments/:assignment/regrades", async (c
     throw new ApiError(400, "invalid_regrade_request", `Regrade request: ${issue?.path.join(".") || "body"}: ${issue?.message}.`);
   }
   const regrade = await startRegrade(c.env, c.get("principal"), course, assignment, parsed.data);
-  console.log(JSON.stringify({ level: "info", msg: "regrade started", regradeId: regrade.id, course, assignment, total: regrade.total, dryRun: regrade.dryRun }));
+  log.info("regrade started", { regradeId: regrade.id, course, assignment, total: regrade.total, dryRun: regrade.dryRun });
   return c.json(await regradeView(database(c.env.DB), regrade), 202, { location: `/api/v1/staff/regrades/${regrade.id}` });
 });
 

@@ -3,6 +3,7 @@ import { type StaffEnv, assertCourse, requireStaff } from "../auth/service-token
 import { ApiError } from "../errors.js";
 import { regradeRoutes } from "./regrades.js";
 import { type GradeExportFilters, GradeExportError, type GradeRow, type PageRunner, API_PAGE_SIZE, gradesCsvFilename, gradesCsvPages, parseGradeExportFilters } from "../export/grades.js";
+import { log } from "../log.js";
 
 /** Course staff's API: a staff token of the course, or an admin token. */
 export const staffRoutes = new Hono<StaffEnv>();
@@ -36,7 +37,7 @@ export async function gradesCsvResponse(db: D1Database, filters: GradeExportFilt
           else controller.enqueue(encoder.encode(next.value));
         } catch (err) {
           // Headers are gone: all that is left is to abort the body, so the client sees a broken download.
-          console.error(JSON.stringify({ level: "error", msg: "grade export failed mid-stream", course: filters.course, error: String(err) }));
+          log.error("grade export failed mid-stream", { course: filters.course, error: String(err) });
           controller.error(err);
         }
       },

@@ -6,6 +6,7 @@ import { type Viewer, assertCanSee, readSubmission, submissionJson } from "../su
 import { intSetting } from "../env.js";
 import { ApiError, errorResponse } from "../errors.js";
 import { acceptSubmission } from "../intake.js";
+import { log } from "../log.js";
 
 /**
  * Submission intake and status. Mounted at `/` and at `/services/otter_grade` (the path the hub's
@@ -35,7 +36,7 @@ export function submissionRoutes(prefix: string) {
       const statusUrl = new URL(`${prefix}/api/v1/submissions/${id}`, c.req.url).toString();
       // The student's live page (gateway/src/routes/pages.ts), on the same origin and prefix as this request.
       const pageUrl = new URL(`${prefix}/s/${id}`, c.req.url).toString();
-      console.log(JSON.stringify({ level: "info", msg: "submission accepted", id, user: identity.user }));
+      log.info("submission accepted", { id, user: identity.user });
       return c.json({ id, status_url: statusUrl, page_url: pageUrl, message: "Your notebook was received and is queued for grading." }, 202);
     },
   );
