@@ -2,6 +2,7 @@ import { z } from "zod";
 import { inArray } from "drizzle-orm";
 import { database, nowIso } from "./db/client.js";
 import { courseSections, sectionAssignments } from "./db/schema.js";
+import { GRADE_POLICIES } from "./submissions/grade-policy.js";
 
 const Name = z.string().trim().min(1).max(100);
 
@@ -10,7 +11,7 @@ const Name = z.string().trim().min(1).max(100);
  * {name → LMS block id}}. `course_id` and the block ids locate the edX LTI block for grade passback.
  */
 const BlockId = z.string().trim().max(200).nullable();
-const AssignmentEntry = z.union([BlockId, z.object({ block: BlockId.optional(), policy: z.enum(["latest", "best"]).optional() })]);
+const AssignmentEntry = z.union([BlockId, z.object({ block: BlockId.optional(), policy: z.enum(GRADE_POLICIES).optional() })]);
 
 export const CourseConfig = z.record(
   Name,

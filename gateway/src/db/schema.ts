@@ -1,4 +1,5 @@
 import { index, integer, primaryKey, real, sqliteTable, text } from "drizzle-orm/sqlite-core";
+import { GRADE_POLICIES } from "../submissions/grade-policy.js";
 
 /** All timestamps are UTC ISO-8601 strings (`new Date().toISOString()`), so staff read them as they are. */
 
@@ -26,7 +27,7 @@ export const sectionAssignments = sqliteTable(
     assignment: text("assignment").notNull(),
     lmsBlockId: text("lms_block_id"),
     /** Which grade the LMS ends with: the latest submission's (default) or the best. */
-    policy: text("policy", { enum: ["latest", "best"] }).notNull().default("latest"),
+    policy: text("policy", { enum: GRADE_POLICIES }).notNull().default("latest"),
     updatedAt: text("updated_at").notNull(),
   },
   (t) => [primaryKey({ columns: [t.course, t.section, t.assignment] })],

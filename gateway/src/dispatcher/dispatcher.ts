@@ -214,7 +214,10 @@ export class Dispatcher extends DurableObject<Env> {
         break;
       }
     }
-    await this.dispatch();
+    // A runner that hands a job back is not offered work in the same breath: it released it for
+    // want of a slot, or because it is stopping, and its "ready" saying so can be handled after the
+    // release (seen in tests under load): the job would bounce straight back to it.
+    await this.dispatch(message.type === "release" ? ws : undefined);
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {

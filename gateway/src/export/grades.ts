@@ -5,15 +5,17 @@
  * both produce the same bytes. Plain TypeScript: no Worker or Node APIs here.
  */
 
+import { GRADE_POLICIES as COUNTING_POLICIES, beatsSql } from "../submissions/grade-policy.js";
+
 /** The old `dump_grades.py` columns, then the ones added later. */
 export const GRADE_COLUMNS = ["userid", "grade", "section", "lab", "timestamp", "course", "assignment", "submission_id", "passback_state"] as const;
 
 /**
- * Which submissions a student's row comes from: `all` graded submissions, the `latest` (newest
- * created_at, ties by rowid) or the `best` (highest score, ties to the newest) per student and
- * assignment. The other filters apply first: `best` with `until` is the best grade before it.
+ * Which submissions a student's row comes from: `all` graded submissions, or the one that counts
+ * under `latest` or `best` (submissions/grade-policy.ts) per student and assignment. The other
+ * filters apply first: `best` with `until` is the best grade before it.
  */
-export const GRADE_POLICIES = ["all", "latest", "best"] as const;
+export const GRADE_POLICIES = ["all", ...COUNTING_POLICIES] as const;
 export type GradePolicy = (typeof GRADE_POLICIES)[number];
 
 export interface GradeExportFilters {
@@ -159,13 +161,7 @@ export function gradesPageQuery(filters: GradeExportFilters, after: PageCursor |
     ].filter(Boolean) as string[];
 
   const conditions = where("s");
-  const newer = "(o.created_at > s.created_at OR (o.created_at = s.created_at AND o.rowid > s.rowid))";
-  const beats =
-    filters.policy === "latest"
-      ? newer
-      : filters.policy === "best"
-        ? `(coalesce(o.score, -1) > coalesce(s.score, -1) OR (coalesce(o.score, -1) = coalesce(s.score, -1) AND ${newer}))`
-        : null;
+  const beats = filters.policy === "all" ? null : beatsSql(filters.policy, "o", "s");
   if (beats) {
     conditions.push(
       `NOT EXISTS (SELECT 1 FROM submissions AS o WHERE ${where("o").join(" AND ")} AND o.assignment = s.assignment AND o.user = s.user AND ${beats})`,

@@ -1,5 +1,6 @@
 import { queueStats } from "../dispatcher/queue-stats.js";
 import type { Env } from "../env.js";
+import { countingFirstSql } from "../submissions/grade-policy.js";
 
 /**
  * What the staff page shows about one assignment, read from D1 in one batch plus the Dispatcher's
@@ -7,11 +8,11 @@ import type { Env } from "../env.js";
  * default grade policy), so a student who resubmitted ten times counts once.
  */
 
-// Each student's latest graded submission of the assignment (ties by insertion order, like the export).
+// Each student's latest graded submission of the assignment (submissions/grade-policy.ts, like the export).
 const LATEST_GRADED = `WITH latest AS (
   SELECT id, score FROM (
-    SELECT id, score, ROW_NUMBER() OVER (PARTITION BY user ORDER BY created_at DESC, rowid DESC) AS rn
-    FROM submissions WHERE course = ?1 AND assignment = ?2 AND status = 'graded'
+    SELECT s.id, s.score, ROW_NUMBER() OVER (PARTITION BY s.user ORDER BY ${countingFirstSql("latest", "s")}) AS rn
+    FROM submissions AS s WHERE s.course = ?1 AND s.assignment = ?2 AND s.status = 'graded'
   ) WHERE rn = 1)`;
 
 export const SCORE_BINS = 10;

@@ -1,5 +1,5 @@
 import { backoffMs } from "@otter-edge/shared";
-import { and, desc, eq, sql } from "drizzle-orm";
+import { and, eq, sql } from "drizzle-orm";
 import { type Database, database, nowIso } from "../db/client.js";
 import { passbackAttempts, passbacks, submissions } from "../db/schema.js";
 import { type Env, intSetting } from "../env.js";
@@ -8,6 +8,7 @@ import { parseOutcomeResponse, replaceResultXml } from "../lti/outcomes-xml.js";
 import { postScore } from "../lti13/ags.js";
 import { type PassbackTarget, resolveLti13Target, resolveTarget, sectionAssignmentConfig } from "./target.js";
 import { log } from "../log.js";
+import { type GradePolicy, countingFirstSql } from "../submissions/grade-policy.js";
 
 export type PassbackRow = typeof passbacks.$inferSelect;
 
@@ -22,12 +23,9 @@ export function passbackTiming(env: Env) {
 
 
 /** The submission whose grade the LMS should end with, under the assignment's policy. */
-export async function policyChoice(db: Database, row: { course: string; assignment: string; user: string }, policy: "latest" | "best") {
+export async function policyChoice(db: Database, row: { course: string; assignment: string; user: string }, policy: GradePolicy) {
   const mine = and(eq(submissions.course, row.course), eq(submissions.assignment, row.assignment), eq(submissions.user, row.user), eq(submissions.status, "graded"));
-  // rowid breaks ties between submissions made in the same millisecond: it follows insertion order.
-  const newest = [desc(submissions.createdAt), desc(sql`rowid`)];
-  const order = policy === "best" ? [desc(submissions.score), ...newest] : newest;
-  const [chosen] = await db.select({ id: submissions.id, score: submissions.score }).from(submissions).where(mine).orderBy(...order).limit(1);
+  const [chosen] = await db.select({ id: submissions.id, score: submissions.score }).from(submissions).where(mine).orderBy(sql.raw(countingFirstSql(policy, "submissions"))).limit(1);
   return chosen;
 }
 
