@@ -71,7 +71,7 @@ def files(root: pathlib.Path) -> dict[str, bytes]:
 
 def test_manifest_lists_every_variant(out, entry):
     questions = entry["questions"]
-    assert questions == [f"q{i}" for i in range(1, 16)]
+    assert questions == [f"q{i}" for i in range(1, 17)]
     assert entry["otter_version"] == "7.0.0"
     assert (out / entry["autograder"]).is_file()
     names = [s["name"] for s in entry["submissions"]]
