@@ -4,6 +4,7 @@ import { z } from "zod";
 import type { Database } from "../db/client.js";
 import { lti13Tokens } from "../db/schema.js";
 import type { Env } from "../env.js";
+import { requestFailure } from "../passback/request-failure.js";
 import { AGS_SCORE_SCOPE, SCORE_MEDIA_TYPE } from "./claims.js";
 import type { Platform } from "./platforms.js";
 import { signingKey } from "./tool-keys.js";
@@ -66,8 +67,7 @@ export async function accessToken(env: Env, db: Database, platform: Platform, sc
   try {
     res = await fetch(platform.tokenUrl, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" }, body: form, signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
-    const name = (err as Error).name;
-    throw new AgsError(name === "TimeoutError" || name === "AbortError" ? `token endpoint: no reply within ${timeoutMs} ms` : `token endpoint: ${String(err)}`);
+    throw new AgsError(`token endpoint: ${requestFailure(err, timeoutMs)}`);
   }
   const text = await res.text();
   const parsed = res.ok ? TokenResponse.safeParse(safeJson(text)) : undefined;
@@ -119,8 +119,7 @@ export async function postScore(env: Env, db: Database, platform: Platform, link
         signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (err) {
-      const name = (err as Error).name;
-      return { url, httpStatus: null, delivered: false, description: name === "TimeoutError" || name === "AbortError" ? `no reply within ${timeoutMs} ms` : `request failed: ${String(err)}` };
+      return { url, httpStatus: null, delivered: false, description: requestFailure(err, timeoutMs) };
     }
     const text = (await res.text()).slice(0, 500);
     if (res.status === 401 && round === 0) {

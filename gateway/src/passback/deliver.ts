@@ -6,6 +6,7 @@ import { type Env, intSetting } from "../env.js";
 import { signBodyRequest } from "../lti/oauth.js";
 import { parseOutcomeResponse, replaceResultXml } from "../lti/outcomes-xml.js";
 import { postScore } from "../lti13/ags.js";
+import { requestFailure } from "./request-failure.js";
 import { type PassbackTarget, resolveLti13Target, resolveTarget, sectionAssignmentConfig } from "./target.js";
 import { log } from "../log.js";
 import { type GradePolicy, countingFirstSql } from "../submissions/grade-policy.js";
@@ -56,9 +57,7 @@ async function postOutcome(target: PassbackTarget, messageId: string, score: num
     const description = reply ? `${reply.codeMajor}: ${reply.description}` : `HTTP ${res.status} with no imsx_POXEnvelopeResponse in the reply`;
     return { url: target.url, httpStatus: res.status, codeMajor, delivered: codeMajor === "success", description };
   } catch (err) {
-    const name = (err as Error).name;
-    const description = name === "TimeoutError" || name === "AbortError" ? `no reply within ${timeoutMs} ms` : `request failed: ${String(err)}`;
-    return { url: target.url, httpStatus: null, codeMajor: null, delivered: false, description };
+    return { url: target.url, httpStatus: null, codeMajor: null, delivered: false, description: requestFailure(err, timeoutMs) };
   }
 }
 
