@@ -2,7 +2,8 @@
 # Installs and starts everything otter-edge needs on this machine, from the project's own files:
 # npm packages, the Docker engine (Debian's docker.io) and debootstrap, the grading image, a host
 # otter-grader (the image's exact wheels) and the sample assignment. Idempotent: a second run only
-# checks. `npm start` and `npm test` run it first.
+# checks. `npm start` and `npm test` run it first; `npm test` then adds its test-only tools
+# (scripts/k8s-tools.sh: kubeconform and offline schemas), which `npm start` does not need.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -66,7 +67,4 @@ if [ ! -f assignments/sample/dist/autograder.zip ] || [ assignments/sample/sampl
   say "building the sample assignment with otter assign"
   OTTER=$VENV/bin/otter PATH=$VENV/bin:$PATH bash assignments/sample/build.sh >/dev/null
 fi
-# 7. kubeconform and offline Kubernetes/KEDA schemas for test/manifests.test.ts (pinned in the script).
-bash scripts/k8s-tools.sh
-
 say "ready"
