@@ -199,6 +199,12 @@ export interface Disagreement {
   otter: number | null;
   otterEdge: number | null;
   detail: string;
+  /**
+   * Plain otter gave this test (or total) different results when the notebook was graded again
+   * (`rechecks`): the test depends on chance, such as an unseeded simulation, so a difference from
+   * otter-edge on it says nothing about otter-edge. Undefined when not rechecked.
+   */
+  otterVaries?: boolean;
 }
 
 /** Every test otter scored, compared with otter-edge's score for it, and the totals. */
@@ -246,6 +252,8 @@ export interface AssignmentReport {
   tests: number;
   agreeing: number;
   disagreements: Disagreement[];
+  /** Disagreeing tests on which plain otter also disagreed with itself when graded again (chance, not otter-edge). */
+  otterVaries: number;
   /** Plain otter's total per notebook: the variants must spread it (full marks, none, partial). */
   otterPoints: number[];
   otterSeconds: number[];
@@ -266,6 +274,8 @@ export async function runFidelity(opts: {
   work: string;
   referenceConcurrency?: number;
   inFlight?: number;
+  /** Each notebook with a disagreement is graded this many more times by plain otter, to tell chance from otter-edge. */
+  rechecks?: number;
   progress?: (line: string) => void;
 }): Promise<AssignmentReport[]> {
   await configureCorpus(opts.gateway, opts.admin, opts.assignments, opts.isolations, opts.work);
@@ -277,7 +287,7 @@ export async function runFidelity(opts: {
     const graded = await mapLimit(jobs, opts.inFlight ?? 4, async ({ a, nb }) => gradeWithOtterEdge(opts.gateway, opts.student, opts.admin, a.slug, isolation, nb, opts.work));
     opts.progress?.(`otter-edge (${isolation}): ${jobs.length} notebooks graded`);
     for (const a of opts.assignments) {
-      const report: AssignmentReport = { slug: a.slug, isolation, notebooks: 0, tests: 0, agreeing: 0, disagreements: [], otterPoints: [], otterSeconds: [], otterEdgeSeconds: [] };
+      const report: AssignmentReport = { slug: a.slug, isolation, notebooks: 0, tests: 0, agreeing: 0, disagreements: [], otterVaries: 0, otterPoints: [], otterSeconds: [], otterEdgeSeconds: [] };
       jobs.forEach(({ a: ja, nb }, i) => {
         if (ja !== a) return;
         const c = compare(nb.name, reference[i]!, graded[i]!);
@@ -292,5 +302,41 @@ export async function runFidelity(opts: {
       reports.push(report);
     }
   }
+  if (opts.rechecks) await recheckWithOtter(reports, jobs, reference, opts.rechecks, opts.referenceConcurrency ?? 2, opts.progress);
   return reports;
+}
+
+/** What plain otter said of one test (or of the total, "(total)") in one grading. */
+function otterSays(g: Graded, test: string): string {
+  if (test === "(total)") return g.points.toFixed(3);
+  const t = g.tests.find((x) => x.name === test);
+  return t ? `${t.score}/${t.failures}` : "missing";
+}
+
+/**
+ * Grades each notebook that has a disagreement `times` more with plain otter and marks the
+ * disagreements on which plain otter's own results vary.
+ */
+async function recheckWithOtter(
+  reports: AssignmentReport[],
+  jobs: Array<{ a: CorpusAssignment; nb: CorpusNotebook }>,
+  reference: Graded[],
+  times: number,
+  concurrency: number,
+  progress?: (line: string) => void,
+): Promise<void> {
+  const key = (slug: string, notebook: string) => `${slug}/${notebook}`;
+  const wanted = new Set(reports.flatMap((r) => r.disagreements.map((d) => key(r.slug, d.notebook))));
+  const rechecked = jobs.map((j, i) => ({ ...j, i })).filter(({ a, nb }) => wanted.has(key(a.slug, nb.name)));
+  const again = await mapLimit(rechecked.flatMap((j) => Array.from({ length: times }, () => j)), concurrency, ({ a, nb }) => gradeWithOtter(nb, a.autograder));
+  const runs = new Map<string, Graded[]>();
+  rechecked.forEach(({ a, nb, i }, n) => runs.set(key(a.slug, nb.name), [reference[i]!, ...again.slice(n * times, (n + 1) * times)]));
+  for (const r of reports) {
+    for (const d of r.disagreements) {
+      const said = new Set((runs.get(key(r.slug, d.notebook)) ?? []).map((g) => otterSays(g, d.test)));
+      d.otterVaries = said.size > 1;
+    }
+    r.otterVaries = new Set(r.disagreements.filter((d) => d.otterVaries && d.test !== "(total)" && d.otter !== null).map((d) => `${d.notebook}/${d.test}`)).size;
+  }
+  progress?.(`plain otter again: ${rechecked.length} notebooks with a disagreement graded ${times} more times each`);
 }
