@@ -72,7 +72,7 @@ export async function buildCorpus(only: string[] = [], maxPerAssignment = Infini
 }
 
 /**
- * otter_config.json settings that change the grade or what students see (DESIGN.md, "otter 7
+ * otter_config.json settings that change the grade or what students see (docs/design.md, "otter 7
  * results.json"), each applied to a copy of one assignment's autograder.zip: plain otter and
  * otter-edge must agree on them too.
  */
