@@ -221,6 +221,24 @@ describe("Dispatcher", () => {
     other.close();
   });
 
+  it("does not offer a runner the job it just handed back, even while it still offers the slot", async () => {
+    const a = uniqueAssignment("release-avoid");
+    await setUpAssignment(a);
+    // A runner whose "ready" (capacity 0) has not been handled yet: it still offers its slot.
+    const releasing = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const first = await releasing.next("lease");
+    releasing.send({ type: "release", lease: first.lease, reason: "no free slot" });
+    await settle(releasing);
+    expect(releasing.has("lease")).toBe(false);
+    const other = await TestRunner.connect("runner-b", { capacity: 1, otterVersions: [a.otterVersion] });
+    const second = await other.next("lease");
+    expect(second.job.submissionId).toBe(id);
+    expect(second.attempt).toBe(1);
+    releasing.close();
+    other.close();
+  });
+
   it("answers a runner's offer of free slots with how many it filled and whether it ran out of jobs, if asked to", async () => {
     const a = uniqueAssignment("answers");
     await setUpAssignment(a);

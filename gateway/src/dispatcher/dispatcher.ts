@@ -200,7 +200,11 @@ export class Dispatcher extends DurableObject<Env> {
       case "release": {
         const job = this.queue.get(message.lease.jobId);
         if (job && job.lease_token === message.lease.token) {
-          this.queue.release(job.id, { refundAttempt: true, notBefore: Date.now() });
+          // The runner handed it back for want of a slot or because it is stopping: it is not offered
+          // the job again for a heartbeat, whatever order its "ready" and this release are handled in
+          // (seen in tests under load: the job bounced straight back to it).
+          const now = Date.now();
+          this.queue.release(job.id, { refundAttempt: true, notBefore: now, avoid: { sessionId: session.sessionId, until: now + this.heartbeatMs } });
           this.ctx.waitUntil(this.logged(this.journal(job).requeued(`handed back by runner ${session.runner}: ${message.reason}`)));
         }
         break;
@@ -214,10 +218,7 @@ export class Dispatcher extends DurableObject<Env> {
         break;
       }
     }
-    // A runner that hands a job back is not offered work in the same breath: it released it for
-    // want of a slot, or because it is stopping, and its "ready" saying so can be handled after the
-    // release (seen in tests under load): the job would bounce straight back to it.
-    await this.dispatch(message.type === "release" ? ws : undefined);
+    await this.dispatch();
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
@@ -365,7 +366,7 @@ export class Dispatcher extends DurableObject<Env> {
       // no free slot is answered at a later dispatch, once one is.
       const free = session.capacity - (held.get(session.sessionId) ?? 0);
       if (free <= 0) continue;
-      const jobs = this.queue.pending(now, free, session.otterVersions);
+      const jobs = this.queue.pending(now, free, session.otterVersions, session.sessionId);
       for (const job of jobs) {
         const token = crypto.randomUUID();
         const spec = JSON.parse(job.spec) as JobSpec;

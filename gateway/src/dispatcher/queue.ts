@@ -15,6 +15,9 @@ export interface JobRow {
   lease_hard_deadline: number | null;
   /** The environment hash whose build failed: the job waits for a new autograder.zip (never leased meanwhile). */
   env_blocked: string | null;
+  /** The session that last handed the job back, and until when it is not offered the job again. */
+  released_by: string | null;
+  released_until: number | null;
   [key: string]: SqlStorageValue;
 }
 
@@ -54,6 +57,7 @@ export class JobQueue {
     // Added after the table first shipped: queues created before have it added once.
     const columns = sql.exec<{ name: string }>("PRAGMA table_info(jobs)").toArray();
     if (!columns.some((c) => c.name === "env_blocked")) sql.exec("ALTER TABLE jobs ADD COLUMN env_blocked TEXT");
+    if (!columns.some((c) => c.name === "released_by")) sql.exec("ALTER TABLE jobs ADD COLUMN released_by TEXT; ALTER TABLE jobs ADD COLUMN released_until INTEGER");
   }
 
   add(job: JobSpec, priority: number, now: number): void {
@@ -112,15 +116,20 @@ export class JobQueue {
     this.sql.exec("DELETE FROM jobs WHERE id = ?", id);
   }
 
-  /** Jobs ready to lease, best first, that a runner with these otter-grader versions can grade. */
-  pending(now: number, limit: number, otterVersions: string[]): JobRow[] {
+  /**
+   * Jobs ready to lease to this session, best first, that a runner with these otter-grader versions
+   * can grade: not one the session itself handed back within its avoidance window.
+   */
+  pending(now: number, limit: number, otterVersions: string[], sessionId: string): JobRow[] {
     return this.sql
       .exec<JobRow>(
-        `SELECT * FROM jobs WHERE lease_token IS NULL AND not_before <= ? AND env_blocked IS NULL
-           AND otter_version IN (SELECT value FROM json_each(?))
-         ORDER BY priority DESC, enqueued_at LIMIT ?`,
+        `SELECT * FROM jobs WHERE lease_token IS NULL AND not_before <= ?1 AND env_blocked IS NULL
+           AND otter_version IN (SELECT value FROM json_each(?2))
+           AND NOT (released_by IS ?3 AND released_until > ?1)
+         ORDER BY priority DESC, enqueued_at LIMIT ?4`,
         now,
         JSON.stringify(otterVersions),
+        sessionId,
         limit,
       )
       .toArray();
@@ -167,13 +176,18 @@ export class JobQueue {
     return cursor.rowsWritten > 0;
   }
 
-  /** Takes the lease away; the job is pending again from `notBefore`. */
-  release(id: string, opts: { refundAttempt: boolean; notBefore: number }): void {
+  /**
+   * Takes the lease away; the job is pending again from `notBefore`. `avoid`: the session that handed
+   * it back is not offered it again until then (other sessions are at once).
+   */
+  release(id: string, opts: { refundAttempt: boolean; notBefore: number; avoid?: { sessionId: string; until: number } }): void {
     this.sql.exec(
       `UPDATE jobs SET lease_token = NULL, lease_session = NULL, lease_runner = NULL, lease_deadline = NULL,
-         lease_hard_deadline = NULL, not_before = ?, attempts = attempts - ? WHERE id = ?`,
+         lease_hard_deadline = NULL, not_before = ?, attempts = attempts - ?, released_by = ?, released_until = ? WHERE id = ?`,
       opts.notBefore,
       opts.refundAttempt ? 1 : 0,
+      opts.avoid?.sessionId ?? null,
+      opts.avoid?.until ?? null,
       id,
     );
   }
