@@ -79,6 +79,25 @@ async function main() {
       reports.map((r) => [r.slug, r.isolation, r.notebooks, r.tests, r.agreeing, r.tests - r.agreeing, RECHECKS ? r.otterVaries : "-", reasons(r)]),
     ),
   );
+  const fallbacks = reports.filter((r) => r.isolation === "grader");
+  if (fallbacks.length > 0) {
+    console.log("\ntests that ran in the kernel under `grader` (the bridge could not carry them), by reason:\n");
+    const byReason = new Map<string, { count: number; assignments: Set<string>; example: string }>();
+    for (const r of fallbacks)
+      for (const k of r.ranInKernel) {
+        // The reason's first clause, without the values it names, groups like with like.
+        const key = k.reason.replace(/\s+/g, " ").replace(/'[^']*'|"[^"]*"|\d+/g, "…").slice(0, 90);
+        const entry = byReason.get(key) ?? { count: 0, assignments: new Set<string>(), example: `${r.slug}/${k.notebook}/${k.test}` };
+        entry.count += 1;
+        entry.assignments.add(r.slug);
+        byReason.set(key, entry);
+      }
+    const tests = fallbacks.reduce((n, r) => n + r.tests, 0);
+    const fell = fallbacks.reduce((n, r) => n + r.ranInKernel.length, 0);
+    console.log(`${fell} of ${tests} tests (${fmt((100 * fell) / Math.max(1, tests), 2)} %)`);
+    if (byReason.size > 0)
+      console.log(table(["reason", "tests", "assignments", "example"], [...byReason].sort((x, y) => y[1].count - x[1].count).map(([reason, e]) => [reason, e.count, [...e.assignments].join(" "), e.example])));
+  }
   console.log("\ntotals and grading time (median seconds per notebook: otter = docker run of plain otter run; otter-edge = lease → graded):\n");
   console.log(
     table(

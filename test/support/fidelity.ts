@@ -155,6 +155,8 @@ export interface Graded {
   verdict?: string;
   message?: string;
   output?: Record<string, string>;
+  /** otter-edge only: tests that ran in the student's kernel although the assignment runs them in the grader, and why. */
+  ranInKernel?: Array<{ test: string; reason: string }>;
 }
 
 export async function gradeWithOtter(nb: CorpusNotebook, autograder: string): Promise<Graded> {
@@ -179,7 +181,7 @@ export async function gradeWithOtterEdge(gateway: Gateway, student: string, admi
   await writeFile(path, JSON.stringify(notebook));
   const { status_url } = await submitNotebook(gateway.url, student, path);
   const final = await waitForFinal(status_url, admin, 900_000);
-  const tests = (final.tests ?? []) as Array<{ name: string; score: number; max_score: number; visibility: string; output?: string }>;
+  const tests = (final.tests ?? []) as Array<{ name: string; score: number; max_score: number; visibility: string; output?: string; ran_in_kernel?: string }>;
   const events = (final.events ?? []) as Array<{ at: string; state: string }>;
   const leased = events.filter((e) => e.state === "leased").at(-1);
   const done = events.find((e) => e.state === "graded" || e.state === "failed");
@@ -190,6 +192,7 @@ export async function gradeWithOtterEdge(gateway: Gateway, student: string, admi
     verdict: final.verdict,
     message: final.message,
     output: Object.fromEntries(tests.map((t) => [t.name, t.output ?? ""])),
+    ranInKernel: tests.filter((t) => t.ran_in_kernel).map((t) => ({ test: t.name, reason: t.ran_in_kernel! })),
   };
 }
 
@@ -254,6 +257,8 @@ export interface AssignmentReport {
   disagreements: Disagreement[];
   /** Disagreeing tests on which plain otter also disagreed with itself when graded again (chance, not otter-edge). */
   otterVaries: number;
+  /** Tests that ran in the kernel although the assignment runs them in the grader (`grader` isolation), and why. */
+  ranInKernel: Array<{ notebook: string; test: string; reason: string }>;
   /** Plain otter's total per notebook: the variants must spread it (full marks, none, partial). */
   otterPoints: number[];
   otterSeconds: number[];
@@ -287,7 +292,7 @@ export async function runFidelity(opts: {
     const graded = await mapLimit(jobs, opts.inFlight ?? 4, async ({ a, nb }) => gradeWithOtterEdge(opts.gateway, opts.student, opts.admin, a.slug, isolation, nb, opts.work));
     opts.progress?.(`otter-edge (${isolation}): ${jobs.length} notebooks graded`);
     for (const a of opts.assignments) {
-      const report: AssignmentReport = { slug: a.slug, isolation, notebooks: 0, tests: 0, agreeing: 0, disagreements: [], otterVaries: 0, otterPoints: [], otterSeconds: [], otterEdgeSeconds: [] };
+      const report: AssignmentReport = { slug: a.slug, isolation, notebooks: 0, tests: 0, agreeing: 0, disagreements: [], otterVaries: 0, ranInKernel: [], otterPoints: [], otterSeconds: [], otterEdgeSeconds: [] };
       jobs.forEach(({ a: ja, nb }, i) => {
         if (ja !== a) return;
         const c = compare(nb.name, reference[i]!, graded[i]!);
@@ -295,6 +300,7 @@ export async function runFidelity(opts: {
         report.tests += c.tests;
         report.agreeing += c.agreeing;
         report.disagreements.push(...c.disagreements);
+        report.ranInKernel.push(...(graded[i]!.ranInKernel ?? []).map((k) => ({ notebook: nb.name, ...k })));
         report.otterPoints.push(reference[i]!.points);
         report.otterSeconds.push(reference[i]!.seconds);
         report.otterEdgeSeconds.push(graded[i]!.seconds);
