@@ -150,6 +150,28 @@ describe("Dispatcher", () => {
     other.close();
   });
 
+  it("after a restart, keeps a lease whose runner has not reconnected yet, and takes its kept result on attempt 1", async () => {
+    const a = uniqueAssignment("restart");
+    await setUpAssignment(a);
+    const before = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const first = await before.next("lease");
+    // What a gateway restart leaves: the lease names a session with no socket (the object lost it
+    // without a close), and no heartbeat could arrive, so its deadline has passed.
+    await jobs((sql) => sql.exec("UPDATE jobs SET lease_session = 'lost-in-restart', lease_deadline = ? WHERE id = ?", Date.now() - 1, id));
+    await runDurableObjectAlarm(dispatcher());
+    const row = await jobs((sql) => sql.exec<{ lease_token: string; lease_deadline: number }>("SELECT lease_token, lease_deadline FROM jobs WHERE id = ?", id).one());
+    expect(row.lease_token).toBe(first.lease.token);
+    expect(row.lease_deadline).toBeGreaterThan(Date.now());
+    // The runner comes back holding the lease and sends the grade it kept.
+    const after = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion], holding: [first.lease] });
+    after.send({ type: "result", lease: first.lease, outcome: gradedOutcome(0.8) });
+    expect(await after.next("ack")).toMatchObject({ accepted: true });
+    expect((await status(id)).body).toMatchObject({ status: "graded", score: 0.8, attempts: 1 });
+    before.close();
+    after.close();
+  });
+
   it("requeues the leases of a runner that disconnects", async () => {
     const a = uniqueAssignment("disconnect");
     await setUpAssignment(a);

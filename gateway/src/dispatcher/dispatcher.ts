@@ -54,6 +54,8 @@ export class Dispatcher extends DurableObject<Env> {
   private readonly queue: JobQueue;
   /** The alarm as last read or set; undefined until read after this instance started. */
   private alarmAt: number | null | undefined;
+  /** When this instance started: after a gateway restart, runners get a lease TTL from here to reconnect. */
+  private readonly startedAt = Date.now();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -239,7 +241,17 @@ export class Dispatcher extends DurableObject<Env> {
     // The alarm that woke us is spent.
     this.alarmAt = null;
     const now = Date.now();
+    const connected = new Set(this.sessions().map(({ session }) => session.sessionId));
+    const reconnectBy = this.startedAt + this.leaseTtlMs;
     for (const job of this.queue.expired(now)) {
+      // A lease whose runner has no socket here outlived this object's restart (a closed socket would
+      // have requeued it): its heartbeats had nowhere to go. Its runner gets a lease TTL from the
+      // restart to reconnect and claim it (hello `holding`), so a grade it kept is recorded instead of
+      // the job being graded a second time. Never past the lease's hard deadline.
+      if (job.lease_session && !connected.has(job.lease_session) && now < reconnectBy && (job.lease_hard_deadline ?? 0) > now) {
+        this.queue.extendOrphaned(job.id, reconnectBy);
+        continue;
+      }
       this.revokeOnSocket(job, "The lease expired without a heartbeat.");
       await this.requeue(job, `lease expired on runner ${job.lease_runner} (no heartbeat)`, now);
     }

@@ -164,6 +164,11 @@ export class JobQueue {
     return cursor.rowsWritten > 0;
   }
 
+  /** A lease whose runner has not reconnected since a restart waits until `deadline` (at most its hard deadline). */
+  extendOrphaned(id: string, deadline: number): void {
+    this.sql.exec("UPDATE jobs SET lease_deadline = MIN(?, lease_hard_deadline) WHERE id = ? AND lease_token IS NOT NULL", deadline, id);
+  }
+
   /** A reconnecting runner takes back a lease that is still valid (same token); false when it is gone. */
   adopt(lease: LeaseRef, sessionId: string, deadline: number): boolean {
     const cursor = this.sql.exec(
