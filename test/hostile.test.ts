@@ -10,7 +10,7 @@
  * The tamper cases answer nothing, so any score above 0 is a forgery. The grading image runs the
  * notebook's kernel as a second uid (10002) apart from otter (10001), keeps everything the kernel
  * could hand back to the grader out of pickle, and runs the tests in the grader's process, reading
- * the notebook's values through a bridge (grading-image/otter-edge/grade.py, otter_edge_bridge.py):
+ * the notebook's values through a bridge (grading-image/otter-edge/grade.py, bridge_grader.py and bridge_kernel.py):
  *   - tamper-tests:   rewrites ./tests/q*.py (otter's copy in its grading directory) to `>>> True`:
  *                     the directory belongs to the grader (0700), the write fails.
  *   - tamper-checker: replaces otter.test_files.ok_test.run_doctest in the kernel (plain otter 7 runs

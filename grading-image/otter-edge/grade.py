@@ -30,11 +30,12 @@ How `otter run` 7.0.0 grades, and what this changes:
     doctest or numpy before they run): this process executes the notebook cell by cell, and at each
     cell that is only `grader.check("q")` (otter checks there too), and at the end for every
     test not checked yet, runs otter's own test files itself, against a namespace whose names
-    are read from the kernel through otter_edge_bridge: plain values as data, modules and
-    library functions from this process's own imports, the student's functions and objects as
-    handles whose calls are answered by the kernel. In-kernel checks are no-ops, and otter's
-    copy of the tests in the kernel's directory is made unreadable to the student (hidden tests
-    included). The test files, their cases and their points are the grader's own.
+    are read from the kernel through the bridge (bridge_grader here, bridge_kernel in the kernel,
+    bridge_codec for both): plain values as data, modules and library functions from this
+    process's own imports, the student's functions and objects as handles whose calls are answered
+    by the kernel. In-kernel checks are no-ops, and otter's copy of the tests in the kernel's
+    directory is made unreadable to the student (hidden tests included). The test files, their
+    cases and their points are the grader's own.
   * Before results.json is written, every process of the student uid is killed.
 
 Warm start (--wait-for MARKER): the runner may start the container before it has a job, so that
@@ -70,21 +71,13 @@ import zipfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # python -I leaves the script's directory off sys.path; it is root's, read-only
 
-from otter_edge_bridge import Bridge, StudentNamespace, safe_import  # noqa: E402
+from bridge_grader import Bridge, StudentNamespace, safe_import  # noqa: E402
+# The uid split and the checks that refuse to grade without it (exit EX_SANDBOX = 70).
+from sandbox_checks import GRADER_HOME, STUDENT_UID, check_sandbox, fail_sandbox  # noqa: E402
 
-GRADER_UID = 10001
-STUDENT_UID = 10002
-# CAP_SETGID = 6, CAP_SETUID = 7: what starting the kernel as the student needs; CAP_SETPCAP = 8
-# empties the student's bounding set.
-SWITCH_CAPS = (1 << 6) | (1 << 7) | (1 << 8)
 KERNELS = "/opt/otter-edge/jupyter"
-GRADER_HOME = "/home/grader"
 # How long the grader waits at a time for the kernel's answer before it checks the kernel is alive.
 ASK_POLL_SECONDS = 1.0
-# Exit code for "this container cannot keep the student apart": the runner treats it as an
-# infrastructure failure (never a student's zero). The student cannot cause it: it is checked
-# before any student code runs.
-EX_SANDBOX = 70
 # Exit code for "waited for a job that never came" (--wait-for): never a grade. The runner treats
 # it as an infrastructure failure should it ever see it for a job.
 EX_NO_JOB = 71
@@ -94,14 +87,15 @@ WAIT_POLL_SECONDS = 0.005
 
 # otter's init cell (otter.execute.preprocessor.INIT_CELL_SOURCE has the same placeholders), without
 # otter's log client: grading mode as in otter, in-kernel checks turned into no-ops (the grader runs
-# the tests, see run_notebook), and the bridge that answers the grader's questions installed.
+# the tests, see run_notebook), and the bridge that answers the grader's questions installed
+# (bridge_kernel: it imports bridge_codec only, never bridge_grader).
 INIT_CELL_BRIDGE = """\
 from otter import Notebook as {notebook_name}
 {notebook_name}.init_grading_mode("{test_dir}")
 {notebook_name}.check = lambda self, question, global_env=None: None
 import sys as _otter_edge_sys
 _otter_edge_sys.path.append(%r)
-import otter_edge_bridge as _otter_edge_bridge
+import bridge_kernel as _otter_edge_bridge
 _otter_edge_bridge.install(get_ipython())
 del _otter_edge_sys, _otter_edge_bridge
 """ % HERE
@@ -113,7 +107,7 @@ CHECK_LINE = re.compile(r"""^\s*[A-Za-z_][A-Za-z_0-9]*\.check\(\s*(?P<q>['"])(?P
 # Where the tests run, per assignment (the runner writes it to /job/job.json, see job_settings):
 #   "kernel"  exactly as `otter run`: the tests run in the student's kernel, so the grade is otter's
 #             (the notebook could rewrite the checker it is graded by, as under otter itself);
-#   "grader"  the tests run in this process through otter_edge_bridge (tamper-resistant; a test the
+#   "grader"  the tests run in this process through bridge_grader (tamper-resistant; a test the
 #             bridge cannot carry falls back to the kernel, see run_notebook).
 ISOLATIONS = ("kernel", "grader")
 DEFAULT_ISOLATION = "kernel"
@@ -142,26 +136,6 @@ with open("{results_path}", "x", encoding="utf-8") as f:
 """
 # The kernel's results file is read only up to this size (otter's messages carry doctest output).
 MAX_KERNEL_RESULTS_BYTES = 64 * 1024 * 1024
-
-
-def fail_sandbox(message):
-    print(f"otter-edge grade: {message}", file=sys.stderr)
-    sys.exit(EX_SANDBOX)
-
-
-def check_sandbox():
-    """Refuse to grade unless the student can really be kept apart."""
-    if os.getuid() != GRADER_UID or os.geteuid() != GRADER_UID:
-        fail_sandbox(f"expected uid {GRADER_UID}, running as {os.getuid()}/{os.geteuid()}")
-    with open("/proc/self/status") as f:
-        status = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
-    if status.get("NoNewPrivs", "").strip() != "1":
-        fail_sandbox("no_new_privs is off: the container must run with no-new-privileges")
-    if int(status["CapAmb"], 16) & SWITCH_CAPS != SWITCH_CAPS:
-        fail_sandbox("CAP_SETUID/CAP_SETGID/CAP_SETPCAP missing: the kernel could not run as the student uid")
-    st = os.stat(GRADER_HOME)
-    if st.st_uid != GRADER_UID or st.st_mode & 0o077:
-        fail_sandbox(f"{GRADER_HOME} must be owned by {GRADER_UID} with mode 0700 (a tmpfs with uid=, mode=)")
 
 
 def grader_environment():
@@ -327,7 +301,7 @@ def mirror_numpy_printing(bridge):
     the kernel, `np.True_` without them."""
     import numpy
 
-    from otter_edge_bridge import NUMPY_PRINT_OPTIONS
+    from bridge_codec import NUMPY_PRINT_OPTIONS
 
     options = bridge.ask("numpy_printoptions")
     if type(options) is dict:
@@ -343,7 +317,7 @@ def run_notebook(nb, test_paths, checks, ignore_errors, seed=None):
     """Executes the notebook in the student's kernel, cell by cell, and runs the tests in THIS
     process (otter runs them in the kernel): at each check cell, the question's tests against the
     notebook's globals at that point, as otter does; afterwards, each test not checked yet. The
-    tests read the notebook through otter_edge_bridge, so nothing the notebook does to its own
+    tests read the notebook through bridge_grader, so nothing the notebook does to its own
     interpreter (patching otter, doctest, numpy, ...) reaches the checker. Returns the executed
     notebook and otter TestFiles."""
     import nbformat
@@ -662,7 +636,7 @@ def main():
             import traitlets.config  # noqa: F401
             import nbclient  # noqa: F401
             import jupyter_client  # noqa: F401
-            # What the tests usually read (the grader's own copies, see otter_edge_bridge): paid here
+            # What the tests usually read (the grader's own copies, see bridge_grader): paid here
             # while nobody waits (datascience, with matplotlib, is ~0.8 s at a Table's first decode).
             for module in ("numpy", "pandas", "datascience"):
                 safe_import(module)

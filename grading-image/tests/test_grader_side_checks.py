@@ -1,6 +1,6 @@
 """grade.py's grader-side checks with a real Jupyter kernel and otter-grader 7.0.0 (host venv, no
 container: the uid split is covered by test/hostile.test.ts). The notebook runs in the kernel, the
-tests run in this process through otter_edge_bridge."""
+tests run in this process through the bridge (bridge_grader here, bridge_kernel in the kernel)."""
 
 import json
 import os
