@@ -15,6 +15,9 @@
  *   W  as A, but through a second gateway whose runner keeps a warm pool (--warm-pool 2: containers
  *      started ahead of time, each waiting with otter imported for one job). Set BENCH_IMAGE_CONTRACT
  *      to run both runners on a test build of the grading image (--image-contract).
+ *   G  as A, but the assignment's isolation is `grader` (tests run in the grader through the bridge,
+ *      falling back to the kernel for what it cannot carry; A is `kernel`, the default: plain otter's
+ *      own flow): what the tamper-resistant isolation costs, side by side with A.
  *   S  as A, polled once a second (its D1 figure shows what 20 ms polling costs the machine).
  *   P  with BENCH_BASELINE_IMAGE=<image>: D on that image (e.g. a build of the grading image before a
  *      change to its driver), so the two drivers are compared side by side in one run.
@@ -28,7 +31,7 @@
  *   BENCH_NOTEBOOK=full which sample submission to grade (full, partial, zero)
  */
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -46,11 +49,12 @@ const HOST_OTTER = join(ROOT, ".otter-edge", "venv", "bin", "otter");
 const HOST_PYTHON = join(ROOT, ".otter-edge", "venv", "bin", "python");
 const POLL_MS = 20;
 
-type Kind = "A" | "W" | "B" | "C" | "D" | "S" | "P";
+type Kind = "A" | "G" | "W" | "B" | "C" | "D" | "S" | "P";
 const BASELINE_IMAGE = process.env.BENCH_BASELINE_IMAGE;
 const WARM_POOL = Number(process.env.BENCH_WARM_POOL ?? 2);
 const IMAGE_CONTRACT = process.env.BENCH_IMAGE_CONTRACT;
 const WARM_RUNNER = `bench-warm-runner-${process.pid}`;
+const GRADER_ASSIGNMENT = "sample-grader";
 
 /**
  * The runner's container as `docker run` flags (runner/src/config.ts defaults, docker-sandbox.ts
@@ -82,9 +86,9 @@ interface ARun {
 }
 
 /** A: through otter-edge, timed from the POST to the first poll that sees `graded`. */
-async function runA(gateway: Gateway, token: string, pollEveryMs = POLL_MS): Promise<ARun> {
+async function runA(gateway: Gateway, token: string, pollEveryMs = POLL_MS, notebook = NOTEBOOK): Promise<ARun> {
   const t0 = performance.now();
-  const { id, status_url } = await submitNotebook(gateway.url, token, NOTEBOOK);
+  const { id, status_url } = await submitNotebook(gateway.url, token, notebook);
   for (;;) {
     const res = await fetch(status_url, { headers: { authorization: `Bearer ${token}` } });
     const body = (await res.json()) as { status: string; points: number | null; message?: string };
@@ -223,6 +227,14 @@ async function main() {
     gatewayW = await startGateway({ stateDir: join(work, "state-w"), credentials: credentialsW, vars: { EDX_URL: "http://127.0.0.1:9" } });
     for (const [g, creds] of [[gateway, credentials], [gatewayW, credentialsW]] as const)
       await configureAssignment(g.url, creds.admin, { configFile: join(SAMPLE, "course-config.json"), course: "demo101", assignment: "sample", autograderZip: AUTOGRADER, timeoutSeconds: 300 });
+    // G: the same zip as a second assignment of the same course, graded under `grader` isolation.
+    const graderConfig = join(work, "course-config-grader.json");
+    await writeFile(graderConfig, JSON.stringify({ demo101: { "1": { course_id: "DemoX+Demo101+2026", assignments: { sample: "sample-lti-block", [GRADER_ASSIGNMENT]: "sample-grader-lti-block" } } } }));
+    await configureAssignment(gateway.url, credentials.admin, { configFile: graderConfig, course: "demo101", assignment: GRADER_ASSIGNMENT, autograderZip: AUTOGRADER, timeoutSeconds: 300, isolation: "grader" });
+    const graderNotebook = join(work, "submission-grader.ipynb");
+    const nb = JSON.parse(await readFile(NOTEBOOK, "utf8"));
+    nb.metadata.otter_service = { ...nb.metadata.otter_service, assignment: GRADER_ASSIGNMENT };
+    await writeFile(graderNotebook, JSON.stringify(nb));
     runner = startRunner({ gatewayUrl: gateway.url, token: credentials.runner, cacheDir: join(work, "cache"), capacity: 1, env: { ...contractEnv, OTTER_EDGE_WARM_POOL: "0" } });
     runnerW = startRunner({ gatewayUrl: gatewayW.url, token: credentialsW.runner, cacheDir: join(work, "cache-w"), capacity: 1, env: { ...contractEnv, OTTER_EDGE_WARM_POOL: String(WARM_POOL), OTTER_EDGE_RUNNER_NAME: WARM_RUNNER } });
     const gw = gateway;
@@ -239,6 +251,7 @@ async function main() {
     console.log("warm-up: one of each (not counted) …");
     await settleWarmPool(WARM_RUNNER);
     await runA(gw, alice);
+    await runA(gw, alice, POLL_MS, graderNotebook);
     await runA(gwW, aliceW);
     await settleWarmPool(WARM_RUNNER);
     await runB();
@@ -247,6 +260,7 @@ async function main() {
     if (BASELINE_IMAGE) await runB(SANDBOX_FLAGS, DRIVER, BASELINE_IMAGE);
 
     const a: ARun[] = [];
+    const g: ARun[] = [];
     const w: ARun[] = [];
     // A again, but polled once a second: its D1 figure shows what 20 ms polling itself costs the machine.
     const slow: ARun[] = [];
@@ -255,7 +269,7 @@ async function main() {
     const d: number[] = [];
     const p: number[] = [];
     const points = new Set<number>();
-    const kinds: Kind[] = ["A", "W", "B", "C", "D", "S", ...(BASELINE_IMAGE ? (["P"] as const) : [])];
+    const kinds: Kind[] = ["A", "G", "W", "B", "C", "D", "S", ...(BASELINE_IMAGE ? (["P"] as const) : [])];
     for (let round = 0; round < ROUNDS; round++) {
       const order = kinds.map((_, i) => kinds[(i + round) % kinds.length]!);
       for (const kind of order) {
@@ -263,6 +277,10 @@ async function main() {
           const r = kind === "A" ? await runA(gw, alice) : await runA(gwW, aliceW);
           (kind === "A" ? a : w).push(r);
           if (kind === "W") await settleWarmPool(WARM_RUNNER);
+          if (r.points !== null) points.add(r.points);
+        } else if (kind === "G") {
+          const r = await runA(gw, alice, POLL_MS, graderNotebook);
+          g.push(r);
           if (r.points !== null) points.add(r.points);
         } else if (kind === "S") {
           slow.push(await runA(gw, alice, 1000));
@@ -277,7 +295,7 @@ async function main() {
         }
       }
       console.log(
-        `round ${round + 1}/${ROUNDS} (${order.join("")}, load ${loadavg()[0]!.toFixed(1)}): A ${fmt(a.at(-1)!.pollMs, 0)} ms, W ${fmt(w.at(-1)!.pollMs, 0)} ms, B ${fmt(b.at(-1)!, 0)} ms, C ${fmt(c.at(-1)!, 0)} ms, D ${fmt(d.at(-1)!, 0)} ms${p.length ? `, P ${fmt(p.at(-1)!, 0)} ms` : ""}`,
+        `round ${round + 1}/${ROUNDS} (${order.join("")}, load ${loadavg()[0]!.toFixed(1)}): A ${fmt(a.at(-1)!.pollMs, 0)} ms, G ${fmt(g.at(-1)!.pollMs, 0)} ms, W ${fmt(w.at(-1)!.pollMs, 0)} ms, B ${fmt(b.at(-1)!, 0)} ms, C ${fmt(c.at(-1)!, 0)} ms, D ${fmt(d.at(-1)!, 0)} ms${p.length ? `, P ${fmt(p.at(-1)!, 0)} ms` : ""}`,
       );
     }
 
@@ -294,7 +312,7 @@ async function main() {
       }
       return new Map(rows.map((r) => [r.id, r]));
     };
-    const d1 = await d1Rows(gw, [...a, ...slow]);
+    const d1 = await d1Rows(gw, [...a, ...g, ...slow]);
     const d1W = await d1Rows(gwW, w);
     const breakdownOf = (runs: ARun[], rows: typeof d1, timings: Map<string, Record<string, number>>) =>
       runs.map((r) => {
@@ -364,6 +382,8 @@ async function main() {
         [
           line("A otter-edge, POST → graded (poll 20 ms)", aPoll),
           line("A otter-edge, D1 created_at → finished_at", aD1),
+          line("G as A, isolation grader, POST → graded (poll 20 ms)", g.map((r) => r.pollMs)),
+          line("G as A, isolation grader, D1 created_at → finished_at", g.map((r) => ms(d1.get(r.id)?.finished_at) - ms(d1.get(r.id)?.created_at)).filter(Number.isFinite)),
           line(`W otter-edge + warm pool ${WARM_POOL}, POST → graded (poll 20 ms)`, wPoll),
           line("W otter-edge + warm pool, D1 created_at → finished_at", wD1),
           line("S (A polled every 1 s), D1 created_at → finished_at", slowD1),
@@ -376,6 +396,7 @@ async function main() {
     );
     const warmShare = breakdownW.filter((r) => r.warm === 1).length;
     console.log(`\nW jobs graded in a warm container: ${warmShare} of ${breakdownW.length}`);
+    console.log(`G/A at the median (grader isolation against kernel): ${fmt(median(g.map((r) => r.pollMs)) / mA, 2)}`);
     console.log(`A/B at the median: ${fmt(mA / mB, 2)} (D1 figure: ${fmt(mAd1 / mB, 2)});  W/B: ${fmt(mW / mB, 2)} (D1 figure: ${fmt(mWd1 / mB, 2)})`);
     console.log(`A/C at the median: ${fmt(mA / mC, 2)} (D1 figure: ${fmt(mAd1 / mC, 2)});  W/C: ${fmt(mW / mC, 2)} (D1 figure: ${fmt(mWd1 / mC, 2)}); target ≤ 1.10`);
     console.log(`A/D at the median: ${fmt(mA / mD, 2)};  W/D: ${fmt(mW / mD, 2)} (what otter-edge adds around the same container)`);
@@ -425,6 +446,7 @@ async function main() {
       pollMs: POLL_MS,
       points: [...points],
       A: { poll: summarize(aPoll), d1: summarize(aD1), runs: breakdown },
+      G: { isolation: "grader", poll: summarize(g.map((r) => r.pollMs)), runs: g },
       W: { warmPool: WARM_POOL, poll: summarize(wPoll), d1: summarize(wD1), runs: breakdownW },
       Aslow: { pollEveryMs: 1000, d1: summarize(slowD1), runs: slowD1 },
       B: { ...summarize(b), runs: b },
