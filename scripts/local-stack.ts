@@ -109,8 +109,17 @@ export async function startGateway(opts: { stateDir: string; credentials: Creden
     stateDir: opts.stateDir,
     process: child,
     async query<T>(sql: string) {
-      const out = await run(WRANGLER, ["d1", "execute", "DB", "--local", "--persist-to", opts.stateDir, "--json", "--command", sql], {}, root);
-      return (JSON.parse(out) as Array<{ results: T[] }>)[0]!.results;
+      // A second process on the same local SQLite file: while the running gateway writes, the read can
+      // meet SQLITE_BUSY (seen in CI). That lock is transient; anything else fails at once.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const out = await run(WRANGLER, ["d1", "execute", "DB", "--local", "--persist-to", opts.stateDir, "--json", "--command", sql], {}, root);
+          return (JSON.parse(out) as Array<{ results: T[] }>)[0]!.results;
+        } catch (err) {
+          if (attempt >= 8 || !/SQLITE_BUSY|database is locked/.test(String(err))) throw err;
+          await new Promise((r) => setTimeout(r, 250 * attempt));
+        }
+      }
     },
     async stop() {
       await stopProcess(child);
