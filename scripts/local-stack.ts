@@ -76,8 +76,11 @@ export async function applyMigrations(stateDir: string, root = ROOT): Promise<vo
 /**
  * `root`: the checkout whose gateway to run (default this one); benchmarks pass another checkout
  * (a git worktree of an earlier commit) to compare two builds side by side.
+ * `host`: `wrangler` (default) runs `wrangler dev`, as a developer would; `workerd` runs the bundled
+ * Worker on Miniflare alone (scripts/workerd-gateway.ts), without wrangler's dev proxy and its
+ * per-request logging, which the intake benchmark uses to measure the gateway rather than the harness.
  */
-export async function startGateway(opts: { stateDir: string; credentials: Credentials; port?: number; vars?: Record<string, string>; output?: "inherit" | "pipe"; root?: string }): Promise<Gateway> {
+export async function startGateway(opts: { stateDir: string; credentials: Credentials; port?: number; vars?: Record<string, string>; output?: "inherit" | "pipe"; root?: string; host?: "wrangler" | "workerd"; inspectorPort?: number }): Promise<Gateway> {
   const root = opts.root ?? ROOT;
   await mkdir(opts.stateDir, { recursive: true });
   await applyMigrations(opts.stateDir, root);
@@ -93,11 +96,11 @@ export async function startGateway(opts: { stateDir: string; credentials: Creden
     ...opts.vars,
   };
   await writeFile(envFile, Object.entries(secrets).map(([k, v]) => `${k}=${v}`).join("\n") + "\n", { mode: 0o600 });
-  const child = spawn(
-    WRANGLER,
-    ["dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()), "--persist-to", opts.stateDir, "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "log"],
-    { cwd: root, env: { ...process.env, ...QUIET_WRANGLER }, stdio: ["ignore", opts.output ?? "pipe", opts.output ?? "pipe"], detached: true },
-  );
+  const [cmd, args] =
+    opts.host === "workerd"
+      ? [TSX, [join(ROOT, "scripts", "workerd-gateway.ts"), "--root", root, "--state", opts.stateDir, "--port", String(port), "--env-file", envFile, ...(opts.inspectorPort ? ["--inspector-port", String(opts.inspectorPort)] : [])]]
+      : [WRANGLER, ["dev", "--local", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(opts.inspectorPort ?? (await freePort())), "--persist-to", opts.stateDir, "--env-file", envFile, "--show-interactive-dev-session=false", "--log-level", "log"]];
+  const child = spawn(cmd, args, { cwd: root, env: { ...process.env, ...QUIET_WRANGLER }, stdio: ["ignore", opts.output ?? "pipe", opts.output ?? "pipe"], detached: true });
   const output: string[] = [];
   if (child.stdout) child.stdout.on("data", (d: Buffer) => output.push(d.toString()));
   if (child.stderr) child.stderr.on("data", (d: Buffer) => output.push(d.toString()));
