@@ -1,9 +1,9 @@
 import { DurableObject } from "cloudflare:workers";
-import { and, asc, inArray, lte, min } from "drizzle-orm";
-import { database } from "../db/client.js";
+import { and, asc, gt, inArray, lte, min } from "drizzle-orm";
+import { type Database, database } from "../db/client.js";
 import { passbacks } from "../db/schema.js";
 import { type Env, intSetting } from "../env.js";
-import { deliverPassback } from "./deliver.js";
+import { type PassbackRow, deliverPassback } from "./deliver.js";
 import { log } from "../log.js";
 
 const DUE_STATES = ["pending", "retrying"] as const;
@@ -45,68 +45,87 @@ export class PassbackOutbox extends DurableObject<Env> {
    * Delivers due rows until none is left. Students are served side by side (up to PASSBACK_CONCURRENCY
    * at once) and each student's rows one after the other, oldest first: the policy check of a
    * student's later row must see their earlier one settled, but one slow LMS answer must not hold up
-   * everyone else's grade. Rows of a student already being served wait for the next look.
+   * everyone else's grade.
+   *
+   * D1 is read only when something may have changed: once at the start, for rows newer than any
+   * already taken when a kick says new rows exist, and again for everything due once every row taken
+   * is settled. (It used to read the whole due page after every delivery: with a backlog that is 200
+   * rows read per grade posted, most of the passback's cost in bench:intake.)
    */
   private async drain(): Promise<void> {
     const db = database(this.env.DB);
     const concurrency = intSetting(this.env.PASSBACK_CONCURRENCY, 8);
-    const busy = new Map<string, Promise<void>>();
+    const waiting = new Map<string, PassbackRow[]>();
+    const serving = new Map<string, Promise<void>>();
     // Students whose delivery threw (D1 trouble, not an LMS answer): not served again in this drain;
     // the alarm then throws, and the platform retries it with backoff instead of this loop spinning.
     const failed = new Set<string>();
-    do {
-      this.again = false;
-      for (;;) {
-        const due = await db
-          .select()
-          .from(passbacks)
-          .where(and(inArray(passbacks.state, [...DUE_STATES]), lte(passbacks.nextAttemptAt, Date.now())))
-          .orderBy(asc(passbacks.nextAttemptAt), asc(passbacks.id))
-          .limit(200);
-        const waiting = groupByStudent(due.filter((row) => !busy.has(studentKey(row)) && !failed.has(studentKey(row))));
-        if (waiting.size === 0) {
-          if (busy.size === 0) break;
-          // Everything due belongs to students being served: look again when one of them is done, or new rows come.
-          await Promise.race([...busy.values(), new Promise<void>((resolve) => (this.wake = resolve))]);
-          this.wake = null;
-          continue;
-        }
-        for (const [key, rows] of waiting) {
-          while (busy.size >= concurrency) await Promise.race(busy.values());
-          const serving = (async () => {
-            for (const row of rows) {
-              try {
-                await deliverPassback(this.env, row);
-              } catch (err) {
-                failed.add(key);
-                log.error("passback delivery failed", { passbackId: row.id, error: String(err) });
-                return; // the student's later rows wait: their policy check needs this one settled
-              }
-            }
-          })().finally(() => busy.delete(key));
-          busy.set(key, serving);
+    let newestTaken = 0;
+    const take = (rows: PassbackRow[]): number => {
+      let taken = 0;
+      for (const row of rows) {
+        const key = studentKey(row);
+        newestTaken = Math.max(newestTaken, row.id);
+        if (failed.has(key)) continue;
+        const queue = waiting.get(key);
+        if (queue?.some((r) => r.id === row.id)) continue;
+        if (queue) queue.push(row);
+        else waiting.set(key, [row]);
+        taken += 1;
+      }
+      return taken;
+    };
+    const serve = async (key: string) => {
+      for (let row = waiting.get(key)?.shift(); row; row = waiting.get(key)?.shift()) {
+        try {
+          await deliverPassback(this.env, row);
+        } catch (err) {
+          failed.add(key);
+          waiting.delete(key); // the student's later rows wait: their policy check needs this one settled
+          log.error("passback delivery failed", { passbackId: row.id, error: String(err) });
+          return;
         }
       }
-    } while (this.again);
+      waiting.delete(key);
+    };
+
+    this.again = false;
+    take(await dueRows(db));
+    for (;;) {
+      for (const key of waiting.keys()) {
+        if (serving.size >= concurrency) break;
+        if (!serving.has(key)) serving.set(key, serve(key).finally(() => serving.delete(key)));
+      }
+      if (serving.size === 0) {
+        // Every row taken is settled: look for anything due (rows that came due meanwhile, or beyond the page).
+        this.again = false;
+        if (take(await dueRows(db)) === 0) break;
+        continue;
+      }
+      await Promise.race([...serving.values(), new Promise<void>((resolve) => (this.wake = resolve))]);
+      this.wake = null;
+      if (this.again) {
+        this.again = false;
+        take(await dueRows(db, newestTaken));
+      }
+    }
     if (failed.size > 0) throw new Error(`${failed.size} passback deliveries failed; the alarm will be retried`);
     const [next] = await db.select({ at: min(passbacks.nextAttemptAt) }).from(passbacks).where(inArray(passbacks.state, [...DUE_STATES]));
     if (next?.at != null) await this.ctx.storage.setAlarm(Math.max(next.at, Date.now()));
   }
 }
 
-const studentKey = (row: { course: string; assignment: string; user: string }) => JSON.stringify([row.course, row.assignment, row.user]);
-
-/** Rows by student, each student's in the order given. */
-function groupByStudent<T extends { course: string; assignment: string; user: string }>(rows: T[]): Map<string, T[]> {
-  const groups = new Map<string, T[]>();
-  for (const row of rows) {
-    const key = studentKey(row);
-    const group = groups.get(key);
-    if (group) group.push(row);
-    else groups.set(key, [row]);
-  }
-  return groups;
+/** Rows due now, oldest first; `afterId`: only rows newer than that (new since the last look). */
+function dueRows(db: Database, afterId = 0): Promise<PassbackRow[]> {
+  return db
+    .select()
+    .from(passbacks)
+    .where(and(inArray(passbacks.state, [...DUE_STATES]), lte(passbacks.nextAttemptAt, Date.now()), gt(passbacks.id, afterId)))
+    .orderBy(asc(passbacks.nextAttemptAt), asc(passbacks.id))
+    .limit(200);
 }
+
+const studentKey = (row: { course: string; assignment: string; user: string }) => JSON.stringify([row.course, row.assignment, row.user]);
 
 export function passbackOutbox(env: Env) {
   return env.PASSBACK.get(env.PASSBACK.idFromName("global"));
