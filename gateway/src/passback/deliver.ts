@@ -30,11 +30,14 @@ export async function policyChoice(db: Database, row: { course: string; assignme
   return chosen;
 }
 
-async function settle(db: Database, row: PassbackRow, state: PassbackRow["state"], fields: Partial<PassbackRow> = {}) {
-  await db
+/** Moves the row to `state`; with `attempt`, the try's record goes in the same D1 round trip. */
+async function settle(db: Database, row: PassbackRow, state: PassbackRow["state"], fields: Partial<PassbackRow> = {}, attempt?: typeof passbackAttempts.$inferInsert) {
+  const update = db
     .update(passbacks)
     .set({ state, nextAttemptAt: state === "retrying" || state === "pending" ? fields.nextAttemptAt ?? Date.now() : null, updatedAt: nowIso(), ...fields })
     .where(eq(passbacks.id, row.id));
+  if (attempt) await db.batch([db.insert(passbackAttempts).values(attempt), update]);
+  else await update;
 }
 
 interface Posted {
@@ -100,19 +103,19 @@ export async function deliverPassback(env: Env, row: PassbackRow): Promise<Passb
         ? { ...(await postScore(env, db, target.platform, target.link, score, timing.timeoutMs)), codeMajor: null }
         : await postOutcome(target, messageId, score, timing.timeoutMs);
   const { url, httpStatus, codeMajor, delivered, description } = posted;
-  await db.insert(passbackAttempts).values({ passbackId: row.id, at: nowIso(), messageId, url, score, httpStatus, codeMajor, description: description.slice(0, 1000), durationMs: Date.now() - now });
+  const tried = { passbackId: row.id, at: nowIso(), messageId, url, score, httpStatus, codeMajor, description: description.slice(0, 1000), durationMs: Date.now() - now };
 
   if (delivered) {
-    await settle(db, row, "delivered", { attempts: attempt, postedScore: score, lastError: null, deliveredAt: nowIso() });
+    await settle(db, row, "delivered", { attempts: attempt, postedScore: score, lastError: null, deliveredAt: nowIso() }, tried);
     return "delivered";
   }
   const age = now - Date.parse(row.createdAt);
   if (age >= timing.windowMs) {
-    await settle(db, row, "dead", { attempts: attempt, postedScore: score, lastError: description });
+    await settle(db, row, "dead", { attempts: attempt, postedScore: score, lastError: description }, tried);
     log.error("passback dead", { passbackId: row.id, submissionId: row.submissionId, error: description });
     return "dead";
   }
-  await settle(db, row, "retrying", { attempts: attempt, postedScore: score, lastError: description, nextAttemptAt: now + backoffMs(attempt, timing) });
+  await settle(db, row, "retrying", { attempts: attempt, postedScore: score, lastError: description, nextAttemptAt: now + backoffMs(attempt, timing) }, tried);
   log.warn("passback will be retried", { passbackId: row.id, attempt, error: description });
   return "retrying";
 }

@@ -48,8 +48,8 @@ export class PassbackOutbox extends DurableObject<Env> {
    * everyone else's grade.
    *
    * D1 is read only when something may have changed: once at the start, for rows newer than any
-   * already taken when a kick says new rows exist, and again for everything due once every row taken
-   * is settled. (It used to read the whole due page after every delivery: with a backlog that is 200
+   * already taken when a kick says new rows exist (when a slot is free), and again
+   * for everything due once every row taken is settled. (It used to read the whole due page after every delivery: with a backlog that is 200
    * rows read per grade posted, most of the passback's cost in bench:intake.)
    */
   private async drain(): Promise<void> {
@@ -104,7 +104,9 @@ export class PassbackOutbox extends DurableObject<Env> {
       }
       await Promise.race([...serving.values(), new Promise<void>((resolve) => (this.wake = resolve))]);
       this.wake = null;
-      if (this.again) {
+      // New rows exist: read them when a slot is free to serve them (every row taken that could start
+      // has started), so that the kicks of a burst of grades are read together, not one read per grade.
+      if (this.again && serving.size < concurrency) {
         this.again = false;
         take(await dueRows(db, newestTaken));
       }
