@@ -3,7 +3,8 @@
  * running its real handler), the same notebook posted to each at the same concurrency levels, by the
  * same client, many students round robin. Loopback only.
  *
- * - otter-edge: the gateway under `wrangler dev` (startGateway, as bench/intake.ts), the sample
+ * - otter-edge: the gateway on Miniflare/workerd alone (default) or under `wrangler dev`
+ *   (BENCH_HOST; startGateway, as bench/intake.ts), the sample
  *   assignment configured, its production rate limits on (30 submissions a minute per student, 6,000
  *   per course), and a protocol-level stand-in consumer (bench/support.ts) that grades every lease at
  *   once, so the Dispatcher does its per-submission work (enqueue → lease → record) during the run.
@@ -24,6 +25,9 @@
  *   BENCH_STUDENTS=N                 students, round robin (default: enough that none sends more than
  *                                    25 of the whole run, under otter-edge's 30/min per-student limit)
  *   BENCH_RATE_LIMITS=off            otter-edge without its submission rate limits (default on)
+ *   BENCH_HOST=wrangler              otter-edge under `wrangler dev` (its dev proxy relays and logs every
+ *                                    request) instead of workerd alone (default `workerd`, like a
+ *                                    deployed Worker: no proxy in front, as otter-service has none)
  *   BENCH_OTTER_SERVICE_AUTH=header  otter-service identifies the student by X-Otter-User instead of a
  *                                    hub token (what its code says production does; default token)
  *   BENCH_OTTER_SERVICE_VERBOSE=1    VERBOSE_LOGGING=True: otter-service also writes its info log lines
@@ -61,6 +65,7 @@ function levels(spec: string, name: string) {
 const LEVELS = levels(process.env.BENCH_LEVELS ?? "1:200,50:1000", "BENCH_LEVELS");
 const WARMUP = levels(process.env.BENCH_WARMUP ?? "10:100", "BENCH_WARMUP")[0]!;
 const RATE_LIMITS = process.env.BENCH_RATE_LIMITS === "off" ? "off" : "on";
+const HOST = process.env.BENCH_HOST === "wrangler" ? "wrangler" : "workerd";
 const PER_SERVICE = WARMUP.requests + LEVELS.reduce((n, l) => n + l.requests, 0);
 /** Per student over the whole run, under the gateway's 30 a minute (wrangler.toml SUBMIT_LIMIT_USER). */
 const PER_STUDENT_BUDGET = 25;
@@ -241,9 +246,9 @@ class Output {
 
 async function startOtterEdge(work: string, students: string[]) {
   const credentials = newCredentials(students);
-  console.log(`starting otter-edge (wrangler dev, rate limits ${RATE_LIMITS}) …`);
+  console.log(`starting otter-edge (${HOST === "wrangler" ? "wrangler dev" : "Miniflare/workerd"}, rate limits ${RATE_LIMITS}) …`);
   // EDX_URL on loopback: passback has no consumer secret configured, so it never posts; even if it did, nothing leaves the machine.
-  const gateway = await startGateway({ stateDir: join(work, "edge-state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9", SUBMIT_RATE_LIMITS: RATE_LIMITS } });
+  const gateway = await startGateway({ stateDir: join(work, "edge-state"), credentials, vars: { EDX_URL: "http://127.0.0.1:9", SUBMIT_RATE_LIMITS: RATE_LIMITS }, host: HOST });
   if (process.env.BENCH_LOGS) new Output(gateway.process, "wrangler");
   let consumer: StandInConsumer;
   try {
@@ -442,7 +447,7 @@ async function main() {
     const m = machine();
     console.log(`\nIntake, otter-edge vs otter-service 2.2.8 (${new Date().toISOString()}), ${m.cores} cores, load ${m.loadavg}, Node ${process.version}`);
     console.log(`same notebook (assignments/sample/submissions/full.ipynb, body ${body.length} B), same client (node:http keep-alive), ${STUDENTS} students round robin (both)`);
-    console.log(`otter-edge: wrangler dev, rate limits ${RATE_LIMITS}, stand-in consumer grading every lease at once. otter-service: its real handler, hub auth by ${OS_AUTH === "token" ? "token (HubAuth asks the stand-in hub, caches 5 min)" : "X-Otter-User header"}, VERBOSE_LOGGING ${OS_VERBOSE ? "True" : "off"}, stand-in hub and Firestore, grading fails at its first step.`);
+    console.log(`otter-edge: ${HOST === "wrangler" ? "wrangler dev" : "Miniflare/workerd (no dev proxy)"}, rate limits ${RATE_LIMITS}, stand-in consumer grading every lease at once. otter-service: its real handler, hub auth by ${OS_AUTH === "token" ? "token (HubAuth asks the stand-in hub, caches 5 min)" : "X-Otter-User header"}, VERBOSE_LOGGING ${OS_VERBOSE ? "True" : "off"}, stand-in hub and Firestore, grading fails at its first step.`);
     console.log("The load generator, both services and the stand-ins share the machine's cores: figures are noisy, repeat a run when one looks off.\n");
     const byLevel = LEVELS.map(({ concurrency, requests }) => {
       const pick = (name: Service["name"]) => results.find((r) => r.service === name && r.concurrency === concurrency && r.requests === requests)!;
