@@ -15,22 +15,13 @@
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { parseArgs, parseEnv } from "node:util";
 import { Log, LogLevel, Miniflare } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
 
 const { values: args } = parseArgs({ options: { root: { type: "string" }, state: { type: "string" }, port: { type: "string" }, "env-file": { type: "string" }, "inspector-port": { type: "string" } } });
 const root = args.root!;
 const state = args.state!;
-
-function readEnvFile(file: string): Record<string, string> {
-  const vars: Record<string, string> = {};
-  for (const line of readFileSync(file, "utf8").split("\n")) {
-    const eq = line.indexOf("=");
-    if (eq > 0) vars[line.slice(0, eq)] = line.slice(eq + 1);
-  }
-  return vars;
-}
 
 const bundleDir = join(state, "bundle");
 execFileSync(join(root, "node_modules", ".bin", "wrangler"), ["deploy", "--dry-run", "--outdir", bundleDir], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
@@ -42,7 +33,7 @@ const mf = new Miniflare({
   modules: true,
   scriptPath: join(bundleDir, "index.js"),
   modulesRoot: bundleDir,
-  bindings: { ...workerOptions.bindings, ...readEnvFile(args["env-file"]!) },
+  bindings: { ...workerOptions.bindings, ...(parseEnv(readFileSync(args["env-file"]!, "utf8")) as Record<string, string>) },
   host: "127.0.0.1",
   port: Number(args.port),
   defaultPersistRoot: join(state, "v3"),
@@ -51,7 +42,7 @@ const mf = new Miniflare({
   // For bench/cpu-profile.ts: V8's profiler over the Chrome DevTools protocol.
   ...(args["inspector-port"] ? { inspectorPort: Number(args["inspector-port"]) } : {}),
   log: new Log(LogLevel.WARN),
-} as ConstructorParameters<typeof Miniflare>[0]);
+});
 const url = await mf.ready;
 console.log(`ready ${url.origin}`);
 
