@@ -311,12 +311,13 @@ describe.each([1, 3])("the gateway restarted with jobs leased and queued (%i Dis
       attempts.push(row.attempts);
     }
     // Attempts 1 everywhere: the first grade was delivered after the reconnect, not graded again.
-    // With 3 shards one CI run (2026-12-05) graded one job on a second attempt. The cause, fixed
-    // 2026-12-06: the runner's reconnect backoff grows while the gateway is down (up to 30 s a try),
-    // so the shard holding the lease could be reached after the lease's deadline; the restarted
-    // Dispatcher's alarm then expired a lease whose heartbeats had nowhere to go, and the kept result
-    // was refused. Leases whose runner has no socket now get a lease TTL from the restart
-    // (gateway/test/dispatcher.test.ts). Three clean CI runs since; on a failure the events say why.
+    // Two causes of a second attempt were found and fixed. (1) 2026-12-05: the runner's reconnect
+    // backoff grows while the gateway is down, so the restarted Dispatcher's alarm expired a lease
+    // whose heartbeats had nowhere to go; such leases now get a lease TTL from the restart. (2)
+    // 2026-12-06 (CI, 3 shards): the stopping gateway saw the runner's socket close (1006) and
+    // requeued the lease before it exited, so the kept result was refused; a runner that reconnects
+    // before the job is leased again now takes its lost lease back (gateway/test/dispatcher.test.ts).
+    // Which of the two happened in a run is in the report (leasesTakenBack); on a failure the events say why.
     let eventsIfRetried: string[] | undefined;
     if (attempts.some((n) => n > 1)) {
       const events = await gateway.query<{ submission_id: string; at: string; state: string; detail: string }>("SELECT submission_id, at, state, detail FROM submission_events ORDER BY at, id");
@@ -336,6 +337,7 @@ describe.each([1, 3])("the gateway restarted with jobs leased and queued (%i Dis
       restartToAllGradedSeconds: seconds(upToAllGraded),
       stopToAllGradedSeconds: seconds(performance.now() - tStop),
       firstGradeFinishedWhileDownAfterSeconds: seconds(downFor),
+      leasesTakenBack: (await gateway.query<{ n: number }>("SELECT COUNT(*) AS n FROM submission_events WHERE detail LIKE '%taken back after reconnecting%'"))[0]?.n ?? 0,
     };
     await r.stop();
   });

@@ -16,6 +16,16 @@ async function settle(runner: TestRunner) {
   await runner.next("revoke");
 }
 
+/** Until the Dispatcher has handled a socket's close: the job's requeue is in D1 (written after the lease is taken). */
+async function waitUntilRequeued(id: string) {
+  for (let i = 0; i < 500; i++) {
+    const row = await env.DB.prepare("SELECT 1 FROM submission_events WHERE submission_id = ? AND state = 'requeued'").bind(id).first();
+    if (row) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`job ${id} never requeued`);
+}
+
 describe("Dispatcher", () => {
   it("leases a queued job to a runner with a free slot and records the grade once", async () => {
     const a = uniqueAssignment("lease");
@@ -185,7 +195,36 @@ describe("Dispatcher", () => {
     const second = await staying.next("lease");
     expect(second.job.submissionId).toBe(id);
     expect(second.lease.token).not.toBe(first.lease.token);
+    // Back too late: the job is another runner's now, so the lost lease is dropped and its result refused.
+    const back = await TestRunner.connect("runner-a", { capacity: 0, otterVersions: [a.otterVersion], holding: [first.lease] });
+    back.send({ type: "result", lease: first.lease, outcome: gradedOutcome(0.8) });
+    expect(await back.next("ack")).toMatchObject({ accepted: false, reason: "stale_lease" });
+    staying.send({ type: "result", lease: second.lease, outcome: gradedOutcome(0.4) });
+    expect(await staying.next("ack")).toMatchObject({ accepted: true });
+    expect((await status(id)).body).toMatchObject({ status: "graded", score: 0.4, attempts: 2 });
+    back.close();
     staying.close();
+  });
+
+  it("gives a runner that reconnects before the job is leased again its lost lease back, and takes its kept result on attempt 1", async () => {
+    const a = uniqueAssignment("reclaim");
+    await setUpAssignment(a);
+    const dropped = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const first = await dropped.next("lease");
+    // What a stopping gateway or a network blip does: the socket closes while the runner grades on.
+    dropped.close();
+    await waitUntilRequeued(id);
+    const back = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion], holding: [first.lease] });
+    const row = await jobs((sql) => sql.exec<{ lease_token: string | null; attempts: number }>("SELECT lease_token, attempts FROM jobs WHERE id = ?", id).one());
+    expect(row).toEqual({ lease_token: first.lease.token, attempts: 1 });
+    back.send({ type: "result", lease: first.lease, outcome: gradedOutcome(0.8) });
+    expect(await back.next("ack")).toMatchObject({ accepted: true });
+    expect((await status(id)).body).toMatchObject({ status: "graded", score: 0.8, attempts: 1 });
+    const events = await env.DB.prepare("SELECT state, detail FROM submission_events WHERE submission_id = ? ORDER BY id").bind(id).all<{ state: string; detail: string }>();
+    expect(events.results.map((e) => e.state)).toEqual(["queued", "leased", "requeued", "leased", "graded"]);
+    expect(events.results[3]!.detail).toBe("attempt 1 on runner runner-a (taken back after reconnecting)");
+    back.close();
   });
 
   it("retries infrastructure errors without grading, then fails the submission with a reason after the last attempt", async () => {

@@ -48,7 +48,9 @@ const BACKOFF_MAX_MS = 60_000;
  *
  * Invariants kept here: a job is leased to at most one runner at a time; every result names the
  * lease token it was given, and a result whose token is not the job's current one is refused; a
- * lease that expires or whose runner disconnects goes back to the queue.
+ * lease that expires or whose runner disconnects goes back to the queue. A runner that reconnects
+ * before anyone else took the job gets its lost lease back (same token, same attempt), so a grade
+ * it finished meanwhile counts instead of the job being graded again.
  */
 export class Dispatcher extends DurableObject<Env> {
   private readonly queue: JobQueue;
@@ -119,7 +121,7 @@ export class Dispatcher extends DurableObject<Env> {
   async disconnectToken(tokenId: string): Promise<number> {
     const doomed = this.sessions().filter(({ session }) => session.tokenId === tokenId);
     for (const { ws } of doomed) {
-      await this.onDisconnect(ws, "runner token revoked");
+      await this.onDisconnect(ws, "runner token revoked", { reclaimable: false });
       try {
         ws.close(4001, "runner token revoked");
       } catch {
@@ -183,7 +185,7 @@ export class Dispatcher extends DurableObject<Env> {
         session.offerAnswers = message.offerAnswers;
         session.awaitingAnswer = message.offerAnswers;
         ws.serializeAttachment(session);
-        const dropped = this.adoptLeases(session, message.holding);
+        const dropped = await this.adoptLeases(session, message.holding);
         send(ws, { type: "welcome", heartbeatMs: this.heartbeatMs, leaseTtlMs: this.leaseTtlMs, dropped, shards: shardCount(this.env) });
         break;
       }
@@ -224,7 +226,7 @@ export class Dispatcher extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    await this.onDisconnect(ws, `runner disconnected (${code}${reason ? `: ${reason}` : ""})`);
+    await this.onDisconnect(ws, `runner disconnected (${code}${reason ? `: ${reason}` : ""})`, { reclaimable: true });
     try {
       ws.close(code, reason);
     } catch {
@@ -233,7 +235,7 @@ export class Dispatcher extends DurableObject<Env> {
   }
 
   override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
-    await this.onDisconnect(ws, `runner socket error: ${String(error)}`);
+    await this.onDisconnect(ws, `runner socket error: ${String(error)}`, { reclaimable: true });
   }
 
   /** Expires leases whose runner went quiet, and wakes jobs whose retry backoff is over. */
@@ -268,12 +270,29 @@ export class Dispatcher extends DurableObject<Env> {
       .filter(({ session }) => session?.sessionId);
   }
 
-  /** After a reconnect, the runner keeps the leases that are still its own; the rest it must drop. */
-  private adoptLeases(session: Session, holding: LeaseRef[]): LeaseRef[] {
+  /**
+   * After a reconnect, the runner keeps the leases that are still its own, and takes back those it
+   * lost with its socket that nobody has leased since; the rest it must drop.
+   */
+  private async adoptLeases(session: Session, holding: LeaseRef[]): Promise<LeaseRef[]> {
     const dropped: LeaseRef[] = [];
+    const reclaimWrites: D1PreparedStatement[] = [];
+    const now = Date.now();
+    const deadline = now + this.leaseTtlMs;
     for (const lease of holding) {
-      if (!this.queue.adopt(lease, session.sessionId, Date.now() + this.leaseTtlMs)) dropped.push(lease);
+      if (this.queue.adopt(lease, session.sessionId, deadline)) continue;
+      // Seen when a gateway stops: its Dispatcher sees the runner's socket close and requeues the
+      // lease, while the runner goes on grading and keeps the result for when it reconnects.
+      const reclaimed = this.queue.reclaim(lease, { sessionId: session.sessionId, runner: session.runner, deadline, now });
+      if (!reclaimed) {
+        dropped.push(lease);
+        continue;
+      }
+      log.info("lease taken back after reconnecting", { runner: session.runner, jobId: reclaimed.id, attempt: reclaimed.attempts });
+      reclaimWrites.push(...this.journal(reclaimed).leasedWrites(reclaimed.attempts, session.runner, "taken back after reconnecting"));
     }
+    // Written before the welcome, so the results the runner sends after it are recorded after this.
+    if (reclaimWrites.length > 0) await this.logged(this.env.DB.batch(reclaimWrites));
     return dropped;
   }
 
@@ -328,17 +347,18 @@ export class Dispatcher extends DurableObject<Env> {
     send(ws, { type: "ack", lease, accepted: recorded, ...(recorded ? {} : { reason: "already_final" }) });
   }
 
-  private async onDisconnect(ws: WebSocket, reason: string): Promise<void> {
+  /** `reclaimable`: the runner may take its leases back if it reconnects before they are leased again. */
+  private async onDisconnect(ws: WebSocket, reason: string, opts: { reclaimable: boolean }): Promise<void> {
     const session = ws.deserializeAttachment() as Session | null;
     if (!session?.sessionId) return;
     log.info("runner disconnected", { runner: session.runner, session: session.sessionId });
     const now = Date.now();
-    for (const job of this.queue.leasedTo(session.sessionId)) await this.requeue(job, reason, now);
+    for (const job of this.queue.leasedTo(session.sessionId)) await this.requeue(job, reason, now, opts);
     await this.dispatch(ws);
   }
 
   /** Puts a job back in the queue, or fails it for good once it has used all its attempts. */
-  private async requeue(job: JobRow, reason: string, now: number): Promise<void> {
+  private async requeue(job: JobRow, reason: string, now: number, opts: { reclaimable?: boolean } = {}): Promise<void> {
     if (job.attempts >= this.maxAttempts) {
       const why = `Grading failed ${job.attempts} times for reasons outside the notebook; last: ${reason}`;
       try {
@@ -355,7 +375,7 @@ export class Dispatcher extends DurableObject<Env> {
     }
     // Back off with jitter so a broken node or engine does not spin on the same job.
     const notBefore = now + backoffMs(job.attempts, { baseMs: BACKOFF_BASE_MS, maxMs: BACKOFF_MAX_MS });
-    this.queue.release(job.id, { refundAttempt: false, notBefore });
+    this.queue.release(job.id, { refundAttempt: false, notBefore, reclaimable: opts.reclaimable });
     log.warn("job requeued", { jobId: job.id, attempt: job.attempts, reason });
     this.ctx.waitUntil(this.logged(this.journal(job).requeued(reason)));
   }

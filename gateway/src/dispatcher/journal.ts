@@ -9,8 +9,8 @@ import { leasedWrites, recordFailed, recordGrade, recordProgress, recordRequeued
  * the regrade's item row for a regrade job. The Dispatcher itself does not care which.
  */
 export interface JobJournal {
-  /** The D1 writes for a lease; the caller runs them, batched with the other leases of the moment. */
-  leasedWrites(attempt: number, runner: string): D1PreparedStatement[];
+  /** The D1 writes for a lease (`note`: how it came about, if not by a dispatch); the caller runs them. */
+  leasedWrites(attempt: number, runner: string, note?: string): D1PreparedStatement[];
   requeued(reason: string): Promise<void>;
   /** The job waits for a fixed autograder.zip (its environment cannot be installed). */
   waitingForEnvironment(reason: string): Promise<void>;
@@ -26,7 +26,7 @@ export function journalFor(env: Env, job: JobSpec): JobJournal {
   const regradeId = job.regradeId;
   if (regradeId === undefined) {
     return {
-      leasedWrites: (attempt, runner) => leasedWrites(env.DB, id, attempt, runner),
+      leasedWrites: (attempt, runner, note) => leasedWrites(env.DB, id, attempt, runner, note),
       requeued: (reason) => recordRequeued(env.DB, id, reason),
       waitingForEnvironment: (reason) => recordWaitingForEnvironment(env.DB, id, reason),
       failed: (reason) => recordFailed(env.DB, id, reason),

@@ -18,6 +18,8 @@ export interface JobRow {
   /** The session that last handed the job back, and until when it is not offered the job again. */
   released_by: string | null;
   released_until: number | null;
+  /** The token of a lease lost with its runner's socket: that runner may take it back until the job is leased again. */
+  lost_token: string | null;
   [key: string]: SqlStorageValue;
 }
 
@@ -58,6 +60,7 @@ export class JobQueue {
     const columns = sql.exec<{ name: string }>("PRAGMA table_info(jobs)").toArray();
     if (!columns.some((c) => c.name === "env_blocked")) sql.exec("ALTER TABLE jobs ADD COLUMN env_blocked TEXT");
     if (!columns.some((c) => c.name === "released_by")) sql.exec("ALTER TABLE jobs ADD COLUMN released_by TEXT; ALTER TABLE jobs ADD COLUMN released_until INTEGER");
+    if (!columns.some((c) => c.name === "lost_token")) sql.exec("ALTER TABLE jobs ADD COLUMN lost_token TEXT");
   }
 
   add(job: JobSpec, priority: number, now: number): void {
@@ -82,7 +85,7 @@ export class JobQueue {
   blockOnEnvironment(id: string, environment: string): void {
     this.sql.exec(
       `UPDATE jobs SET lease_token = NULL, lease_session = NULL, lease_runner = NULL, lease_deadline = NULL,
-         lease_hard_deadline = NULL, attempts = MAX(0, attempts - 1), env_blocked = ? WHERE id = ?`,
+         lease_hard_deadline = NULL, lost_token = NULL, attempts = MAX(0, attempts - 1), env_blocked = ? WHERE id = ?`,
       environment,
       id,
     );
@@ -140,7 +143,7 @@ export class JobQueue {
     const row = this.sql
       .exec<{ attempts: number }>(
         `UPDATE jobs SET lease_token = ?, lease_session = ?, lease_runner = ?, lease_deadline = ?, lease_hard_deadline = ?,
-           attempts = attempts + 1 WHERE id = ? RETURNING attempts`,
+           lost_token = NULL, attempts = attempts + 1 WHERE id = ? RETURNING attempts`,
         l.token,
         l.sessionId,
         l.runner,
@@ -182,13 +185,36 @@ export class JobQueue {
   }
 
   /**
-   * Takes the lease away; the job is pending again from `notBefore`. `avoid`: the session that handed
-   * it back is not offered it again until then (other sessions are at once).
+   * A reconnecting runner takes back a lease it lost with its socket, if nobody has leased the job
+   * since and the lease's hard deadline has not passed: same token, same attempt. The job, or none.
    */
-  release(id: string, opts: { refundAttempt: boolean; notBefore: number; avoid?: { sessionId: string; until: number } }): void {
+  reclaim(lease: LeaseRef, l: { sessionId: string; runner: string; deadline: number; now: number }): JobRow | undefined {
+    return this.sql
+      .exec<JobRow>(
+        `UPDATE jobs SET lease_token = lost_token, lost_token = NULL, lease_session = ?, lease_runner = ?, lease_deadline = MIN(?, lease_hard_deadline)
+           WHERE id = ? AND lease_token IS NULL AND lost_token = ? AND env_blocked IS NULL AND lease_hard_deadline > ? RETURNING *`,
+        l.sessionId,
+        l.runner,
+        l.deadline,
+        lease.jobId,
+        lease.token,
+        l.now,
+      )
+      .toArray()[0];
+  }
+
+  /**
+   * Takes the lease away; the job is pending again from `notBefore`. `avoid`: the session that handed
+   * it back is not offered it again until then (other sessions are at once). `reclaimable`: the
+   * lease's runner may take it back (`reclaim`) until the job is leased again.
+   */
+  release(id: string, opts: { refundAttempt: boolean; notBefore: number; avoid?: { sessionId: string; until: number }; reclaimable?: boolean }): void {
+    // SQLite computes every SET expression from the row as it was, so lost_token takes the old token.
     this.sql.exec(
-      `UPDATE jobs SET lease_token = NULL, lease_session = NULL, lease_runner = NULL, lease_deadline = NULL,
-         lease_hard_deadline = NULL, not_before = ?, attempts = attempts - ?, released_by = ?, released_until = ? WHERE id = ?`,
+      `UPDATE jobs SET lost_token = CASE WHEN ?1 THEN lease_token END, lease_hard_deadline = CASE WHEN ?1 THEN lease_hard_deadline END,
+         lease_token = NULL, lease_session = NULL, lease_runner = NULL, lease_deadline = NULL,
+         not_before = ?2, attempts = attempts - ?3, released_by = ?4, released_until = ?5 WHERE id = ?6`,
+      opts.reclaimable ? 1 : 0,
       opts.notBefore,
       opts.refundAttempt ? 1 : 0,
       opts.avoid?.sessionId ?? null,

@@ -7,13 +7,13 @@ import { nowIso } from "../db/client.js";
  */
 
 /** The writes for a lease, not yet run: the Dispatcher sends every lease of one dispatch in one batch. */
-export function leasedWrites(db: D1Database, id: string, attempt: number, runner: string): D1PreparedStatement[] {
+export function leasedWrites(db: D1Database, id: string, attempt: number, runner: string, note?: string): D1PreparedStatement[] {
   const at = nowIso();
   return [
     db
       .prepare("UPDATE submissions SET status = 'leased', attempts = ?2, runner = ?3, leased_at = ?4, updated_at = ?4 WHERE id = ?1 AND status IN ('queued', 'leased')")
       .bind(id, attempt, runner, at),
-    db.prepare("INSERT INTO submission_events (submission_id, at, state, detail) VALUES (?1, ?2, 'leased', ?3)").bind(id, at, `attempt ${attempt} on runner ${runner}`),
+    db.prepare("INSERT INTO submission_events (submission_id, at, state, detail) VALUES (?1, ?2, 'leased', ?3)").bind(id, at, `attempt ${attempt} on runner ${runner}${note ? ` (${note})` : ""}`),
   ];
 }
 
