@@ -300,6 +300,32 @@ describe("Dispatcher", () => {
     other.close();
   });
 
+  it("wakes up when a runner's avoidance of a job it handed back ends, and leases it the job with no further message from it", async () => {
+    const a = uniqueAssignment("release-wake");
+    await setUpAssignment(a);
+    // The lone runner keeps offering its slot but holds nothing, so it sends no heartbeat that could
+    // prompt a dispatch: only the Dispatcher's own alarm can hand it the job again.
+    const runner = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const first = await runner.next("lease");
+    runner.send({ type: "release", lease: first.lease, reason: "no free slot" });
+    await settle(runner);
+    expect(runner.has("lease")).toBe(false);
+    const { releasedUntil, alarm } = await runInDurableObject(dispatcher(), async (_instance: Dispatcher, state) => ({
+      releasedUntil: state.storage.sql.exec<{ t: number }>("SELECT released_until AS t FROM jobs WHERE id = ?", id).one().t,
+      alarm: await state.storage.getAlarm(),
+    }));
+    expect(alarm).not.toBeNull();
+    expect(alarm!).toBeLessThanOrEqual(releasedUntil);
+    // The window has passed (moved instead of waited for), and the alarm fires.
+    await jobs((sql) => sql.exec("UPDATE jobs SET released_until = ? WHERE id = ?", Date.now() - 1, id));
+    expect(await runDurableObjectAlarm(dispatcher())).toBe(true);
+    const again = await runner.next("lease");
+    expect(again.job.submissionId).toBe(id);
+    expect(again.attempt).toBe(1);
+    runner.close();
+  });
+
   it("answers a runner's offer of free slots with how many it filled and whether it ran out of jobs, if asked to", async () => {
     const a = uniqueAssignment("answers");
     await setUpAssignment(a);

@@ -237,13 +237,19 @@ export class JobQueue {
     return this.sql.exec<JobRow>("SELECT * FROM jobs WHERE lease_token IS NOT NULL AND lease_deadline <= ?", now).toArray();
   }
 
-  /** When the Dispatcher must next look: the earliest lease deadline or end of a retry backoff. */
+  /**
+   * When the Dispatcher must next look: the earliest lease deadline, end of a retry backoff, or end
+   * of a runner's avoidance of a job it handed back. Without the last, a lone idle runner whose offer
+   * came during its avoidance window sends nothing more (no heartbeats without leases), and the job
+   * waits for good: seen as a stalled regrade over 3 shards, whose crossing leases were handed back.
+   */
   nextWakeup(now: number): number | null {
     const row = this.sql
       .exec<{ t: number | null }>(
         `SELECT MIN(t) AS t FROM (
            SELECT MIN(lease_deadline) AS t FROM jobs WHERE lease_token IS NOT NULL
-           UNION ALL SELECT MIN(not_before) FROM jobs WHERE lease_token IS NULL AND env_blocked IS NULL AND not_before > ?)`,
+           UNION ALL SELECT MIN(not_before) FROM jobs WHERE lease_token IS NULL AND env_blocked IS NULL AND not_before > ?1
+           UNION ALL SELECT MIN(released_until) FROM jobs WHERE lease_token IS NULL AND env_blocked IS NULL AND released_until > ?1)`,
         now,
       )
       .one();
