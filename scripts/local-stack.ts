@@ -5,7 +5,7 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { createWriteStream, existsSync, mkdirSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
@@ -104,6 +104,7 @@ export async function startGateway(opts: { stateDir: string; credentials: Creden
   const output: string[] = [];
   if (child.stdout) child.stdout.on("data", (d: Buffer) => output.push(d.toString()));
   if (child.stderr) child.stderr.on("data", (d: Buffer) => output.push(d.toString()));
+  keepLog(child, `gateway-${port}`);
   const url = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${url}/healthz`).catch(() => null))?.ok === true, 60_000, () => `gateway did not start:\n${output.join("").slice(-4000)}`, () => child.exitCode !== null);
   opts.credentials.runner = (await adminCli<{ token: string }>(url, opts.credentials.admin, ["tokens", "create", "runner", "local-runner"])).token;
@@ -128,6 +129,20 @@ export async function startGateway(opts: { stateDir: string; credentials: Creden
       await stopProcess(child);
     },
   };
+}
+
+/**
+ * With OTTER_EDGE_STACK_LOGS=<dir>, every gateway's and runner's output is also written to a file
+ * there, so a stalled end-to-end test can be read after the fact (LOG_LEVEL=debug for the runner's
+ * slot offers).
+ */
+function keepLog(child: ChildProcess, name: string): void {
+  const dir = process.env.OTTER_EDGE_STACK_LOGS;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  const file = createWriteStream(join(dir, `${name}.log`));
+  child.stdout?.pipe(file, { end: false });
+  child.stderr?.pipe(file, { end: false });
 }
 
 export interface Runner {
@@ -167,6 +182,7 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
       OTTER_EDGE_CACHE_DIR: opts.cacheDir,
       // Passed through so that a test file can be run with the warm pool on, or on a test build of
       // the grading image: OTTER_EDGE_WARM_POOL=3 npx vitest run test/hostile.test.ts
+      ...(process.env.LOG_LEVEL ? { LOG_LEVEL: process.env.LOG_LEVEL } : {}),
       ...(process.env.OTTER_EDGE_WARM_POOL ? { OTTER_EDGE_WARM_POOL: process.env.OTTER_EDGE_WARM_POOL } : {}),
       ...(process.env.OTTER_EDGE_IMAGE_CONTRACT ? { OTTER_EDGE_IMAGE_CONTRACT: process.env.OTTER_EDGE_IMAGE_CONTRACT } : {}),
       // Assignment environments are built with the package index reachable the way this host reaches
@@ -180,6 +196,7 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
   const lines: string[] = [];
   child.stdout?.on("data", (d: Buffer) => lines.push(d.toString()));
   child.stderr?.on("data", (d: Buffer) => lines.push(d.toString()));
+  keepLog(child, `runner-${child.pid}`);
   return { process: child, output: () => lines.join(""), stop: (signal) => stopProcess(child, signal) };
 }
 
