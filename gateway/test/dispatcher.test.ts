@@ -26,6 +26,22 @@ async function waitUntilRequeued(id: string) {
   throw new Error(`job ${id} never requeued`);
 }
 
+/**
+ * A runner that leased a job and handed it back for want of a slot, whose "ready" (capacity 0) has
+ * not been handled yet: it still offers its slot, and has not been leased the job again.
+ */
+async function handedBack(label: string) {
+  const a = uniqueAssignment(label);
+  await setUpAssignment(a);
+  const runner = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
+  const { id } = await submit(a);
+  const first = await runner.next("lease");
+  runner.send({ type: "release", lease: first.lease, reason: "no free slot" });
+  await settle(runner);
+  expect(runner.has("lease")).toBe(false);
+  return { a, runner, id };
+}
+
 describe("Dispatcher", () => {
   it("leases a queued job to a runner with a free slot and records the grade once", async () => {
     const a = uniqueAssignment("lease");
@@ -138,7 +154,9 @@ describe("Dispatcher", () => {
     const other = await TestRunner.connect("runner-b", { capacity: 1, otterVersions: [a.otterVersion] });
 
     await jobs((sql) => sql.exec("UPDATE jobs SET lease_deadline = ? WHERE id = ?", Date.now() - 1, id));
-    expect(await runDurableObjectAlarm(dispatcher())).toBe(true);
+    // Not asserted to be true: the object's own alarm, set for a job an earlier test left in backoff,
+    // may be running at this moment and expire the lease itself (seen under load). The revoke is the proof.
+    await runDurableObjectAlarm(dispatcher());
     expect((await quiet.next("revoke")).lease).toEqual(first.lease);
     // The job waits out a short backoff before it is leased again.
     await jobs((sql) => sql.exec("UPDATE jobs SET not_before = 0 WHERE id = ?", id));
@@ -283,15 +301,7 @@ describe("Dispatcher", () => {
   });
 
   it("does not offer a runner the job it just handed back, even while it still offers the slot", async () => {
-    const a = uniqueAssignment("release-avoid");
-    await setUpAssignment(a);
-    // A runner whose "ready" (capacity 0) has not been handled yet: it still offers its slot.
-    const releasing = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
-    const { id } = await submit(a);
-    const first = await releasing.next("lease");
-    releasing.send({ type: "release", lease: first.lease, reason: "no free slot" });
-    await settle(releasing);
-    expect(releasing.has("lease")).toBe(false);
+    const { a, runner: releasing, id } = await handedBack("release-avoid");
     const other = await TestRunner.connect("runner-b", { capacity: 1, otterVersions: [a.otterVersion] });
     const second = await other.next("lease");
     expect(second.job.submissionId).toBe(id);
@@ -301,16 +311,9 @@ describe("Dispatcher", () => {
   });
 
   it("wakes up when a runner's avoidance of a job it handed back ends, and leases it the job with no further message from it", async () => {
-    const a = uniqueAssignment("release-wake");
-    await setUpAssignment(a);
     // The lone runner keeps offering its slot but holds nothing, so it sends no heartbeat that could
     // prompt a dispatch: only the Dispatcher's own alarm can hand it the job again.
-    const runner = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
-    const { id } = await submit(a);
-    const first = await runner.next("lease");
-    runner.send({ type: "release", lease: first.lease, reason: "no free slot" });
-    await settle(runner);
-    expect(runner.has("lease")).toBe(false);
+    const { runner, id } = await handedBack("release-wake");
     const { releasedUntil, alarm } = await runInDurableObject(dispatcher(), async (_instance: Dispatcher, state) => ({
       releasedUntil: state.storage.sql.exec<{ t: number }>("SELECT released_until AS t FROM jobs WHERE id = ?", id).one().t,
       alarm: await state.storage.getAlarm(),
@@ -319,7 +322,7 @@ describe("Dispatcher", () => {
     expect(alarm!).toBeLessThanOrEqual(releasedUntil);
     // The window has passed (moved instead of waited for), and the alarm fires.
     await jobs((sql) => sql.exec("UPDATE jobs SET released_until = ? WHERE id = ?", Date.now() - 1, id));
-    expect(await runDurableObjectAlarm(dispatcher())).toBe(true);
+    await runDurableObjectAlarm(dispatcher());
     const again = await runner.next("lease");
     expect(again.job.submissionId).toBe(id);
     expect(again.attempt).toBe(1);
