@@ -245,6 +245,32 @@ describe("Dispatcher", () => {
     back.close();
   });
 
+  it("on the last attempt, keeps a disconnected runner's lease for it to take back instead of failing the job", async () => {
+    const a = uniqueAssignment("last-attempt");
+    await setUpAssignment(a);
+    const dropped = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion] });
+    const { id } = await submit(a);
+    const first = await dropped.next("lease");
+    // As if the earlier attempts were used up; the deadline is moved out of reach so that the close's
+    // handling shows (it brings the deadline back to one lease TTL, or removes the failed job).
+    const marker = () => jobs((sql) => sql.exec<{ d: number; h: number }>("SELECT lease_deadline AS d, lease_hard_deadline AS h FROM jobs WHERE id = ?", id).toArray()[0]);
+    await jobs((sql) => sql.exec("UPDATE jobs SET attempts = ?, lease_deadline = lease_hard_deadline WHERE id = ?", Number(env.MAX_ATTEMPTS ?? 5), id));
+    dropped.close();
+    let row = await marker();
+    for (let i = 0; i < 500 && row && row.d >= row.h; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      row = await marker();
+    }
+    expect(row, "the job is still in the queue, its lease kept for a lease TTL").toBeDefined();
+    expect(row!.h - row!.d).toBeGreaterThan(0);
+    expect((await status(id)).body.status).toBe("leased");
+    const back = await TestRunner.connect("runner-a", { capacity: 1, otterVersions: [a.otterVersion], holding: [first.lease] });
+    back.send({ type: "result", lease: first.lease, outcome: gradedOutcome(0.8) });
+    expect(await back.next("ack")).toMatchObject({ accepted: true });
+    expect((await status(id)).body).toMatchObject({ status: "graded", score: 0.8 });
+    back.close();
+  });
+
   it("retries infrastructure errors without grading, then fails the submission with a reason after the last attempt", async () => {
     const a = uniqueAssignment("infra");
     await setUpAssignment(a);

@@ -359,6 +359,14 @@ export class Dispatcher extends DurableObject<Env> {
 
   /** Puts a job back in the queue, or fails it for good once it has used all its attempts. */
   private async requeue(job: JobRow, reason: string, now: number, opts: { reclaimable?: boolean } = {}): Promise<void> {
+    if (job.attempts >= this.maxAttempts && opts.reclaimable) {
+      // The last attempt lost its socket: failing the job now would throw away a grade its runner may
+      // bring back on reconnecting. The lease stays the runner's for one lease TTL; if it is not
+      // taken back by then, the alarm expires it and the job fails below.
+      this.queue.extendOrphaned(job.id, now + this.leaseTtlMs);
+      log.warn("last attempt's runner disconnected; its lease waits for it to reconnect", { jobId: job.id, attempt: job.attempts, reason });
+      return;
+    }
     if (job.attempts >= this.maxAttempts) {
       const why = `Grading failed ${job.attempts} times for reasons outside the notebook; last: ${reason}`;
       try {
