@@ -262,5 +262,12 @@ export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 
   }, 15_000);
   const code = await exited;
   clearTimeout(timer);
+  // The leader's exit does not mean its group is gone: a workerd that wrangler started once outlived
+  // wrangler's exit (SIGTERM taken, not obeyed), orphaned and spinning a core for the rest of the run.
+  try {
+    process.kill(-child.pid!, "SIGKILL");
+  } catch {
+    // nothing was left
+  }
   return code;
 }
