@@ -140,6 +140,18 @@ describe("warm pool", () => {
     expect(await ours()).toEqual([]);
   });
 
+  it("a close while a warm container is starting waits for that start and removes its container", async () => {
+    const s = sandbox({ size: 1, maxAgeMs: 600_000 });
+    const events = (await docker.getEvents({ filters: { type: ["container"], event: ["create"], label: [`${RUNNER_LABEL}=${NAME}`] } })) as NodeJS.ReadableStream & { destroy(): void };
+    const created = new Promise((resolve) => events.once("data", resolve));
+    s.fillPool();
+    // The engine has created the container; the pool is still starting it, so it is not in the pool yet.
+    await created;
+    events.destroy();
+    await s.close();
+    expect(await ours()).toEqual([]);
+  });
+
   it("starts the time limit at the hand-over, not when the container started", async () => {
     const timeoutMs = 6_000;
     const s = sandbox({ size: 1, maxAgeMs: 600_000 });

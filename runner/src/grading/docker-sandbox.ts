@@ -169,7 +169,7 @@ export class DockerSandbox implements Sandbox {
 
   /** Stops filling the pool and removes its containers, then waits for every removal under way (runner shutting down). */
   async close(): Promise<void> {
-    this.pool.close();
+    await this.pool.close();
     await this.reaper.settle();
   }
 

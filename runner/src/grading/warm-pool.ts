@@ -36,6 +36,8 @@ export class WarmPool {
   private readonly warm: WarmContainer[] = [];
   /** Warm containers being created and started, by otter version. */
   private readonly warming = new Map<string, number>();
+  /** The starts under way: a close waits for them, so none creates a container after the runner has gone. */
+  private readonly starting = new Set<Promise<void>>();
   private closed = false;
   /** Counters for tests and logs. */
   readonly stats = { started: 0, handedOver: 0, retired: 0, diedWaiting: 0 };
@@ -65,9 +67,13 @@ export class WarmPool {
       while (have < this.size) {
         have += 1;
         this.warming.set(version, (this.warming.get(version) ?? 0) + 1);
-        void this.start(version, image)
+        const started: Promise<void> = this.start(version, image)
           .catch((err) => this.o.log?.warn({ otterVersion: version, err: String(err) }, "could not start a warm grading container"))
-          .finally(() => this.warming.set(version, (this.warming.get(version) ?? 1) - 1));
+          .finally(() => {
+            this.warming.set(version, (this.warming.get(version) ?? 1) - 1);
+            this.starting.delete(started);
+          });
+        this.starting.add(started);
       }
     }
   }
@@ -140,12 +146,17 @@ export class WarmPool {
     return undefined;
   }
 
-  /** Stops filling the pool and removes its containers (runner shutting down). */
-  close(): void {
+  /**
+   * Stops filling the pool and removes its containers (runner shutting down). Resolves once every
+   * start under way has ended, each container it made handed to the reaper for removal: seen in CI,
+   * a refill that began just before the close created its container after the close had returned.
+   */
+  async close(): Promise<void> {
     this.closed = true;
     for (const w of [...this.warm]) {
       this.drop(w);
       this.reaper.removeLater(w.container, w.runId);
     }
+    await Promise.all([...this.starting]);
   }
 }
