@@ -180,9 +180,9 @@ export function startRunner(opts: { gatewayUrl: string; token: string; capacity?
       // Several test runners share this machine: no fixed metrics port unless a test asks for one.
       OTTER_EDGE_METRICS_PORT: "0",
       OTTER_EDGE_CACHE_DIR: opts.cacheDir,
+      ...(process.env.LOG_LEVEL ? { LOG_LEVEL: process.env.LOG_LEVEL } : {}),
       // Passed through so that a test file can be run with the warm pool on, or on a test build of
       // the grading image: OTTER_EDGE_WARM_POOL=3 npx vitest run test/hostile.test.ts
-      ...(process.env.LOG_LEVEL ? { LOG_LEVEL: process.env.LOG_LEVEL } : {}),
       ...(process.env.OTTER_EDGE_WARM_POOL ? { OTTER_EDGE_WARM_POOL: process.env.OTTER_EDGE_WARM_POOL } : {}),
       ...(process.env.OTTER_EDGE_IMAGE_CONTRACT ? { OTTER_EDGE_IMAGE_CONTRACT: process.env.OTTER_EDGE_IMAGE_CONTRACT } : {}),
       // Assignment environments are built with the package index reachable the way this host reaches
@@ -262,8 +262,8 @@ export async function stopProcess(child: ChildProcess, signal: NodeJS.Signals = 
   }, 15_000);
   const code = await exited;
   clearTimeout(timer);
-  // The leader's exit does not mean its group is gone: a workerd that wrangler started once outlived
-  // wrangler's exit (SIGTERM taken, not obeyed), orphaned and spinning a core for the rest of the run.
+  // The leader's exit does not mean its group is gone: what is left is killed, so no stray workerd
+  // can hold the state directory or a core (one left by an interrupted run spun a core for a whole CI run).
   try {
     process.kill(-child.pid!, "SIGKILL");
   } catch {
