@@ -16,14 +16,18 @@ async function settle(runner: TestRunner) {
   await runner.next("revoke");
 }
 
-/** Until the Dispatcher has handled a socket's close: the job's requeue is in D1 (written after the lease is taken). */
-async function waitUntilRequeued(id: string) {
+/** Polls `check` every 10 ms for up to 5 s; throws naming `what` if it never holds. */
+async function until(check: () => Promise<boolean>, what: string) {
   for (let i = 0; i < 500; i++) {
-    const row = await env.DB.prepare("SELECT 1 FROM submission_events WHERE submission_id = ? AND state = 'requeued'").bind(id).first();
-    if (row) return;
+    if (await check()) return;
     await new Promise((r) => setTimeout(r, 10));
   }
-  throw new Error(`job ${id} never requeued`);
+  throw new Error(`${what} never happened`);
+}
+
+/** Until the Dispatcher has handled a socket's close: the job's requeue is in D1 (written after the lease is taken). */
+async function waitUntilRequeued(id: string) {
+  await until(async () => (await env.DB.prepare("SELECT 1 FROM submission_events WHERE submission_id = ? AND state = 'requeued'").bind(id).first()) !== null, `requeue of job ${id}`);
 }
 
 /**
@@ -257,10 +261,10 @@ describe("Dispatcher", () => {
     await jobs((sql) => sql.exec("UPDATE jobs SET attempts = ?, lease_deadline = lease_hard_deadline WHERE id = ?", Number(env.MAX_ATTEMPTS ?? 5), id));
     dropped.close();
     let row = await marker();
-    for (let i = 0; i < 500 && row && row.d >= row.h; i++) {
-      await new Promise((r) => setTimeout(r, 10));
+    await until(async () => {
       row = await marker();
-    }
+      return !row || row.d < row.h;
+    }, "the Dispatcher's handling of the close");
     expect(row, "the job is still in the queue, its lease kept for a lease TTL").toBeDefined();
     expect(row!.h - row!.d).toBeGreaterThan(0);
     expect((await status(id)).body.status).toBe("leased");
