@@ -34,10 +34,8 @@ export interface WarmableImage {
 export class WarmPool {
   /** Started containers waiting for a job, oldest first. */
   private readonly warm: WarmContainer[] = [];
-  /** Warm containers being created and started, by otter version. */
-  private readonly warming = new Map<string, number>();
-  /** The starts under way: a close waits for them, so none creates a container after the runner has gone. */
-  private readonly starting = new Set<Promise<void>>();
+  /** Warm containers being created and started, with their otter version: a close waits for them, so none creates a container after the runner has gone. */
+  private readonly starting = new Map<Promise<void>, string>();
   private closed = false;
   /** Counters for tests and logs. */
   readonly stats = { started: 0, handedOver: 0, retired: 0, diedWaiting: 0 };
@@ -62,18 +60,14 @@ export class WarmPool {
     const images = await this.o.images();
     for (const [version, image] of images) {
       if (!image.warm) continue; // an image whose driver cannot wait for its job: its jobs start cold
-      // Counted after the await, synchronously with the increments below: concurrent fills never overshoot.
-      let have = this.warm.filter((w) => w.version === version && w.imageId === image.id && !w.exited).length + (this.warming.get(version) ?? 0);
+      // Counted after the await, synchronously with the additions below: concurrent fills never overshoot.
+      let have = this.warm.filter((w) => w.version === version && w.imageId === image.id && !w.exited).length + [...this.starting.values()].filter((v) => v === version).length;
       while (have < this.size) {
         have += 1;
-        this.warming.set(version, (this.warming.get(version) ?? 0) + 1);
         const started: Promise<void> = this.start(version, image)
           .catch((err) => this.o.log?.warn({ otterVersion: version, err: String(err) }, "could not start a warm grading container"))
-          .finally(() => {
-            this.warming.set(version, (this.warming.get(version) ?? 1) - 1);
-            this.starting.delete(started);
-          });
-        this.starting.add(started);
+          .finally(() => this.starting.delete(started));
+        this.starting.set(started, version);
       }
     }
   }
@@ -157,6 +151,6 @@ export class WarmPool {
       this.drop(w);
       this.reaper.removeLater(w.container, w.runId);
     }
-    await Promise.all([...this.starting]);
+    await Promise.all([...this.starting.keys()]);
   }
 }
